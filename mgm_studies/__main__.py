@@ -1,0 +1,5 @@
+import sys
+
+from mgm_studies.cli import main
+
+sys.exit(main())

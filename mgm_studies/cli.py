@@ -1,0 +1,293 @@
+"""`mgm-studies`: train, evaluate, sample, validate. Exit codes: 0 success, 2 invalid input, 1 other failure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from mgm_studies.configbase import ConfigError
+
+EPILOG = (
+    "Environment: MLFLOW_TRACKING_URI (default sqlite:///$PWD/mlflow.db), "
+    "MGM_STUDIES_CHECKPOINTS (default ./checkpoints)."
+)
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ConfigError.single("--steps", f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def _device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError.single("resources.device", "'cuda' was asked for but no CUDA device is visible")
+    return choice
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    for key in sorted(metrics):
+        print(f"  {key:<22} {metrics[key]:.6g}")
+
+
+# ---------------------------------------------------------------------- verbs
+def cmd_validate(args: argparse.Namespace) -> int:
+    from mgm_studies.builders import build_run
+    from mgm_studies.config import load_run_config
+
+    config = load_run_config(args.config)
+    dataset, _, objective = build_run(config)
+    print(
+        f"valid run config: objective {objective.name}, data {config.data.name} (dimension {dataset.dim}), "
+        f"{config.train.num_steps} steps, config hash {config.config_hash()}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mgm_studies import tracking
+    from mgm_studies.builders import build_run
+    from mgm_studies.config import load_run_config, parse_run_config
+    from mgm_studies.training.trainer import Trainer
+
+    if args.resume:
+        if args.config or args.set:
+            raise ConfigError.single("--resume", "a resumed run keeps its own config: give no CONFIG and no --set")
+        client = tracking.client()
+        run = _get_run(client, args.resume)
+        with tempfile.TemporaryDirectory() as tmp:
+            text = tracking.download(client, run.info.run_id, tracking.CONFIG_ARTIFACT, Path(tmp)).read_text()
+        config = parse_run_config(json.loads(text))
+        run_id, checkpoint_dir = run.info.run_id, Path(run.data.tags[tracking.TAG_CHECKPOINT_DIR])
+    else:
+        if not args.config:
+            raise ConfigError.single("CONFIG", "give a run config file (or --resume RUN_ID)")
+        config = load_run_config(args.config, args.set)
+    device = _device(args.device or config.resources.device)
+    parts = build_run(config)  # bad data fails here, before anything is written to MLflow
+    if args.resume:
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, tracking.TAG_STATUS, "running")
+    else:
+        client = tracking.client()
+        root = Path(args.checkpoint_root or os.environ.get("MGM_STUDIES_CHECKPOINTS", "checkpoints"))
+        run_id, checkpoint_dir = tracking.start_run(
+            client, config, experiment=args.experiment, device=device, checkpoint_root=root
+        )
+    reporter = tracking.MlflowReporter(client, run_id, box=parts[0].histogram)
+    try:
+        trainer = Trainer(
+            config,
+            checkpoint_dir=checkpoint_dir,
+            reporter=reporter,
+            device=device,
+            progress=not args.quiet,
+            parts=parts,
+        )
+        if trainer.resumed_from is not None:
+            print(f"resuming from {trainer.resumed_from} (step {trainer.step})", file=sys.stderr)
+        result = trainer.run()
+        reporter.flush()
+    except KeyboardInterrupt:
+        reporter.flush()
+        tracking.finish_run(client, run_id, "interrupted")
+        print(f"interrupted; resume with: mgm-studies train --resume {run_id}", file=sys.stderr)
+        print(run_id)
+        return 130
+    except BaseException as exc:
+        reporter.flush()
+        tracking.finish_run(client, run_id, "error", tags={"mgm.error": repr(exc)[:5000]})
+        raise
+    if result.status == "diverged":
+        tracking.finish_run(client, run_id, "diverged", tags={"mgm.diverged_step": str(result.step)})
+        print(f"diverged: the loss or gradient was not finite at step {result.step}", file=sys.stderr)
+        print(run_id)
+        return 1
+    tracking.log_final_model(client, run_id, trainer.export())
+    tracking.finish_run(client, run_id, "finished")
+    print(f"finished {result.step} steps ({result.steps_per_s:.1f} steps/s)")
+    _print_metrics(result.metrics)
+    print(run_id)
+    return 0
+
+
+def _get_run(client, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError.single("RUN_ID", f"no run {run_id!r} in the tracking store {client.tracking_uri}") from None
+
+
+def _load_run_model(args: argparse.Namespace, tmp: Path):
+    from mgm_studies import tracking
+    from mgm_studies.exported import load_exported
+
+    client = tracking.client()
+    run = _get_run(client, args.run_id)
+    try:
+        path = tracking.download(client, run.info.run_id, tracking.MODEL_ARTIFACT, tmp)
+    except Exception:
+        raise ConfigError.single(
+            "RUN_ID",
+            f"run {args.run_id} has no {tracking.MODEL_ARTIFACT}: it did not "
+            f"finish (status {run.data.tags.get(tracking.TAG_STATUS, run.info.status)})",
+        ) from None
+    ema = "config" if args.ema is None else (None if args.ema == "raw" else float(args.ema))
+    return client, load_exported(path, ema=ema, device=_device(args.device))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mgm_studies import tracking
+    from mgm_studies.evaluation import evaluate
+
+    steps = _steps(args.steps) if args.steps else None
+    with tempfile.TemporaryDirectory() as tmp:
+        client, run = _load_run_model(args, Path(tmp))
+    import torch
+
+    evaluation = evaluate(
+        run.model,
+        run.objective,
+        run.dataset,
+        run.config.eval,
+        step=run.step,
+        device=torch.device(_device(args.device)),
+        steps=steps,
+        num_samples=args.num_samples,
+        seed=args.seed,
+    )
+    tracking.MlflowReporter(
+        client, args.run_id, box=run.dataset.histogram, plot_prefix="plots/evaluate"
+    ).report_evaluation(evaluation)
+    print(f"run {args.run_id}, step {run.step}, EMA {run.ema if run.ema is not None else 'raw'}")
+    _print_metrics(evaluation.metrics)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from mgm_studies.evaluation import generate
+
+    if args.num_samples < 1:
+        raise ConfigError.single("--num-samples", f"must be >= 1, got {args.num_samples}")
+    out = Path(args.out)
+    if out.suffix != ".parquet":
+        raise ConfigError.single("--out", f"expected a .parquet file name, got {args.out!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        _, run = _load_run_model(args, Path(tmp))
+    generator = torch.Generator().manual_seed(args.seed)
+    noise = run.objective.interpolant.noise((args.num_samples, run.dataset.dim), generator)
+    result = generate(run.objective, run.model, noise, args.steps, torch.device(_device(args.device)))
+    table = pa.table({f"x{i}": result.x[:, i].numpy() for i in range(result.x.shape[1])})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp_out)
+    tmp_out.replace(out)  # never leave a half-written file under the requested name
+    print(f"wrote {args.num_samples} samples ({args.steps} steps, {result.nfe} function evaluations) to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgm-studies", description=__doc__, epilog=EPILOG)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser(
+        "train",
+        help="train one run and log it to MLflow",
+        epilog=EPILOG,
+        description="Train one run from a YAML run config; the last line printed is the MLflow run id.",
+    )
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="run config (YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. --set train.optimizer.lr=3e-4 (repeatable)",
+    )
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its newest checkpoint")
+    p.add_argument(
+        "--experiment",
+        default=os.environ.get("MLFLOW_EXPERIMENT_NAME", "mgm-studies"),
+        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME or 'mgm-studies')",
+    )
+    p.add_argument("--checkpoint-root", help="folder for resumable checkpoints (default ./checkpoints)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override resources.device")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_train)
+
+    def run_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run_id", metavar="RUN_ID", help="MLflow run id printed by `train`")
+        p.add_argument("--ema", help="EMA decay to use, or 'raw' (default: the run's eval.ema)")
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--seed", type=int, default=None if p.prog.endswith("evaluate") else 0, help="seed of the noise")
+
+    p = verbs.add_parser(
+        "evaluate",
+        help="metrics of a finished run for each number of sampling steps",
+        description="Evaluate a finished run's model on an NFE ladder; metrics are logged to "
+        "that run (`kl/nfe-K`, ...) and printed.",
+        epilog=EPILOG,
+    )
+    run_arguments(p)
+    p.add_argument("--steps", help="comma-separated numbers of sampling steps (default: the run's eval.steps)")
+    p.add_argument("--num-samples", type=int, help="samples per evaluation (default: the run's eval.num_samples)")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = verbs.add_parser(
+        "sample",
+        help="write samples of a finished run to Parquet",
+        description="Sample a finished run's model; one column per data dimension (x0, x1, ...).",
+        epilog=EPILOG,
+    )
+    run_arguments(p)
+    p.add_argument("--steps", type=int, required=True, help="number of sampling steps")
+    p.add_argument("--num-samples", type=int, required=True)
+    p.add_argument("--out", required=True, help="output .parquet file")
+    p.set_defaults(handler=cmd_sample)
+
+    p = verbs.add_parser(
+        "validate",
+        help="check a run config without running anything",
+        description="Validate a run config (and its data); exit 0 if valid, 2 if not.",
+    )
+    p.add_argument("config", metavar="FILE", help="run config (YAML)")
+    p.set_defaults(handler=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print("mgm-studies: invalid input", file=sys.stderr)
+        for field, message in exc.problems:
+            print(f"  {field or '(config)'}: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("MGM_STUDIES_DEBUG"):
+            traceback.print_exc()
+        print(f"mgm-studies: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,303 @@
+"""The run config: typed, frozen, validated by pydantic, loaded from YAML with `--set` overrides.
+
+Every section refuses unknown keys. Cross-field rules that pydantic cannot express per field (a gamma whose
+derivative is infinite at the ends needs `t_eps > 0`, the evaluated EMA must be one that is tracked) are checked in
+`check_run_config`, and every problem comes out as a `ConfigError` naming the dotted field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from mgm_studies.configbase import ConfigError, StrictModel
+from mgm_studies.objectives import ObjectiveConfig
+from mgm_studies.objectives.si import SIConfig
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+# ---------------------------------------------------------------- data
+class ToyDataConfig(StrictModel):
+    name: Literal["checkerboard", "moons", "eight_gaussians", "spirals", "rings"]
+
+
+class GaussianDataConfig(StrictModel):
+    """N(mean, cov); cov defaults to the identity. The closed-form test case."""
+
+    name: Literal["gaussian"]
+    mean: list[float] = Field(default_factory=lambda: [0.0, 0.0], min_length=1)
+    cov: list[list[float]] | None = None
+
+
+class FileDataConfig(StrictModel):
+    """User vectors: a Parquet file (numeric columns, or one list column) or a `.npy` array of shape (N, d)."""
+
+    name: Literal["file"]
+    path: str
+    columns: list[str] | None = None
+
+
+DataConfig = Annotated[
+    Union[ToyDataConfig, GaussianDataConfig, FileDataConfig],  # noqa: UP007
+    Field(discriminator="name"),
+]
+
+
+# ---------------------------------------------------------------- model and interpolant
+class MLPConfig(StrictModel):
+    name: Literal["mlp"] = "mlp"
+    hidden: PositiveInt = 256
+    depth: PositiveInt = 4
+    time_embedding: Literal["sinusoidal", "fourier"] = "sinusoidal"
+    embedding_dim: PositiveInt = 64
+    activation: Literal["silu", "gelu", "relu"] = "silu"
+
+    @field_validator("embedding_dim")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be even (sine and cosine halves), got {value}")
+        return value
+
+
+class InterpolantConfig(StrictModel):
+    """I(t) = alpha(t) x0 + beta(t) x1 + gamma(t) z, x0 ~ N(0, sigma0^2 I) (spec section 1)."""
+
+    schedule: Literal["linear", "trig", "vp", "poly"] = "linear"
+    gamma: Literal["none", "sqrt", "sin2"] = "none"
+    gamma_scale: float = Field(1.0, gt=0.0)
+    poly_power: float = Field(2.0, gt=0.0)
+    vp_beta_min: float = Field(0.1, gt=0.0)
+    vp_beta_max: float = Field(20.0, gt=0.0)
+    sigma0: float = Field(1.0, gt=0.0)
+
+
+# ---------------------------------------------------------------- training
+class OptimizerConfig(StrictModel):
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (
+        0.9,
+        0.999,
+    )
+    weight_decay: float = Field(0.0, ge=0.0)
+    eps: float = Field(1e-8, gt=0.0)
+
+
+class LRScheduleConfig(StrictModel):
+    """Linear warm-up over `warmup_steps`, then constant, cosine or linear decay to `min_lr_ratio * lr`."""
+
+    name: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TrainConfig(StrictModel):
+    """Length in optimiser `steps` or in training `images` (samples seen); give one, not both."""
+
+    steps: PositiveInt | None = None
+    images: PositiveInt | None = None
+    batch_size: PositiveInt = 256
+    optimizer: OptimizerConfig = OptimizerConfig()
+    lr_schedule: LRScheduleConfig = LRScheduleConfig()
+    ema_decays: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=lambda: [0.999])
+    ema_warmup: bool = True
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    precision: Literal["float32", "bfloat16"] = "float32"
+    seed: int = Field(0, ge=0)
+    checkpoint_interval: PositiveInt = 1000
+    log_interval: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if self.steps is None and self.images is None:
+            raise ValueError("give the training length as `steps` or `images`")
+        if self.steps is not None and self.images is not None:
+            raise ValueError("give `steps` or `images`, not both")
+        return self
+
+    @property
+    def num_steps(self) -> int:
+        """Optimiser steps: `steps`, or `images` rounded up to whole batches."""
+        return self.steps if self.steps is not None else math.ceil(self.images / self.batch_size)
+
+
+class EvalConfig(StrictModel):
+    """Metrics on the NFE ladder `steps` (one value of each metric per number of sampling steps)."""
+
+    metrics: list[Literal["kl", "sw2", "mmd"]] = Field(default_factory=lambda: ["kl", "sw2"], min_length=1)
+    steps: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    num_samples: int = Field(10_000, ge=2)
+    interval: int = Field(0, ge=0, description="evaluate every `interval` steps; 0: only at the end")
+    ema: float | Literal["raw"] | None = Field(None, description="EMA decay to evaluate; null: the first tracked")
+    kl_bins: PositiveInt | None = None
+    kl_eps: float = Field(1e-6, ge=0.0)
+    reference_samples: int = Field(100_000, ge=2)
+    seed: int = Field(1234, ge=0)
+
+    @field_validator("steps", "metrics")
+    @classmethod
+    def _unique(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError(f"entries must be unique, got {values}")
+        return values
+
+
+class ResourcesConfig(StrictModel):
+    """Where a run trains. `workers` and the executor matter to sweeps; a plain `train` uses one process."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: PositiveInt = 1
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+    executor: Literal["auto", "train", "inline"] = "auto"
+
+
+class RunConfig(StrictModel):
+    name: str | None = None
+    data: DataConfig
+    model: MLPConfig = MLPConfig()
+    interpolant: InterpolantConfig = InterpolantConfig()
+    objective: ObjectiveConfig = Field(default_factory=SIConfig)
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    def evaluated_ema(self) -> float | None:
+        """The EMA decay that evaluation and sampling use; None for the raw weights."""
+        if self.eval.ema == "raw":
+            return None
+        if self.eval.ema is None:
+            return self.train.ema_decays[0] if self.train.ema_decays else None
+        return self.eval.ema
+
+    def config_hash(self) -> str:
+        """A stable hash of the resolved config (run name excluded), for provenance and teacher reuse."""
+        payload = json.dumps(self.model_dump(mode="json", exclude={"name"}), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def check_run_config(config: RunConfig) -> RunConfig:
+    """Cross-field rules; raises ConfigError naming the field."""
+    problems: list[tuple[str, str]] = []
+    interp = config.interpolant
+    time_law = getattr(config.objective, "time_law", None)
+    if time_law is not None and time_law.t_eps == 0.0:
+        if interp.gamma == "sqrt":
+            problems.append(
+                (
+                    "objective.time_law.t_eps",
+                    "gamma 'sqrt' has an infinite derivative at t = 0 and "
+                    "t = 1: sample t inside [t_eps, 1 - t_eps] with t_eps > 0, e.g. 1e-4",
+                )
+            )
+        if interp.schedule == "vp":
+            problems.append(
+                ("objective.time_law.t_eps", "schedule 'vp' has alpha'(1) = -inf: set t_eps > 0, e.g. 1e-3")
+            )
+    if interp.vp_beta_max < interp.vp_beta_min:
+        problems.append(("interpolant.vp_beta_max", f"must be >= vp_beta_min ({interp.vp_beta_min})"))
+    ema = config.eval.ema
+    if isinstance(ema, float) and ema not in config.train.ema_decays:
+        problems.append(("eval.ema", f"{ema} is not one of the tracked train.ema_decays {config.train.ema_decays}"))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+# ---------------------------------------------------------------- loading
+def _field_path(loc: tuple, data: Any) -> str:
+    """Dotted field path of a pydantic error location, without the union tags pydantic inserts."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(node, dict):
+            if item not in node:
+                continue  # a discriminated-union tag such as 'si' or 'file'
+            node = node[item]
+        elif isinstance(node, list) and isinstance(item, int) and item < len(node):
+            node = node[item]
+        else:
+            node = None
+        parts.append(str(item))
+    return ".".join(parts)
+
+
+def parse_run_config(data: Any) -> RunConfig:
+    """Validate a mapping (parsed YAML) into a RunConfig; raises ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError.single("", f"a run config is a mapping of sections, got {type(data).__name__}")
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            message = err["msg"]
+            if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
+                message += f" (got {err['input']!r})"
+            problems.append((_field_path(err["loc"], data), message))
+        raise ConfigError(problems) from None
+    return check_run_config(config)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `dotted.key=value` overrides; values are parsed as YAML scalars or lists."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ConfigError.single("--set", f"expected dotted.key=value, got {override!r}")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError.single(key, f"{part!r} is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def read_yaml(path: str | Path) -> Any:
+    """safe_load a YAML file; a missing or malformed file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError.single("", f"config file {str(path)!r} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError.single("", f"{path} is not valid YAML: {exc}") from None
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override, resolve relative data paths against the config file's folder, validate."""
+    data = read_yaml(path)
+    if isinstance(data, dict):
+        data = apply_overrides(data, overrides or [])
+        data_section = data.get("data")
+        if isinstance(data_section, dict) and isinstance(data_section.get("path"), str):
+            file = Path(data_section["path"]).expanduser()
+            if not file.is_absolute():
+                data_section["path"] = str((Path(path).resolve().parent / file).resolve())
+    return parse_run_config(data)
+
+
+def flatten(config: RunConfig) -> dict[str, str]:
+    """Dotted keys to string values (MLflow params); lists stay one value."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, item)
+        else:
+            out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+    walk("", config.model_dump(mode="json"))
+    return out

@@ -1,0 +1,90 @@
+"""Evaluation on the NFE ladder: sample with K steps for each K, compute each metric, name it `metric/nfe-K`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mgm_studies.config import EvalConfig
+from mgm_studies.data import VectorDataset
+from mgm_studies.metrics import histogram_kl, mmd, sliced_wasserstein2
+from mgm_studies.objectives import Objective
+from mgm_studies.sampling import SampleResult
+from mgm_studies.training.reporter import Evaluation
+
+_CHUNK = 8192  # samples per forward pass: bounds evaluation memory for any num_samples
+
+
+def metric_name(metric: str, num_steps: int) -> str:
+    """The one name a metric has in Tune, MLflow and reports (platform.md): `kl/nfe-4`."""
+    return f"{metric}/nfe-{num_steps}"
+
+
+@torch.no_grad()
+def generate(
+    objective: Objective, model: nn.Module, noise: Tensor, num_steps: int, device: torch.device
+) -> SampleResult:
+    """Samples from noise (N, *shape) in chunks; returns them on the CPU with the NFE count."""
+    chunks, nfe = [], 0
+    for part in noise.split(_CHUNK):
+        result = objective.sample(model, part.to(device), num_steps)
+        chunks.append(result.x.float().cpu())
+        nfe = result.nfe
+    return SampleResult(x=torch.cat(chunks), nfe=nfe)
+
+
+def evaluate(
+    model: nn.Module,
+    objective: Objective,
+    dataset: VectorDataset,
+    config: EvalConfig,
+    *,
+    step: int,
+    device: torch.device,
+    steps: Sequence[int] | None = None,
+    num_samples: int | None = None,
+    seed: int | None = None,
+) -> Evaluation:
+    """Evaluate `model` (already in eval mode, EMA weights loaded) with each number of sampling steps.
+
+    The noise and the reference draws come from a generator seeded by `seed` (default `config.seed`), so that
+    evaluations at different training steps, and different step counts, see the same noise.
+    """
+    steps = list(steps or config.steps)
+    n = num_samples or config.num_samples
+    generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
+    noise = objective.interpolant.noise((n, dataset.dim), generator)
+    reference = dataset.reference(n, generator)
+    metrics: dict[str, float] = {}
+    samples: dict[int, Tensor] = {}
+    for k in steps:
+        result = generate(objective, model, noise, k, device)
+        samples[k] = result.x
+        metrics[f"fevals/nfe-{k}"] = float(result.nfe)
+        for metric in config.metrics:
+            metrics[metric_name(metric, k)] = _metric(metric, result.x, reference, dataset, config, generator)
+    return Evaluation(step=step, metrics=metrics, samples=samples, reference=reference)
+
+
+def _metric(
+    metric: str,
+    x: Tensor,
+    reference: Tensor,
+    dataset: VectorDataset,
+    config: EvalConfig,
+    generator: torch.Generator,
+) -> float:
+    if metric == "kl":
+        return histogram_kl(
+            x,
+            dataset,
+            bins=config.kl_bins,
+            eps=config.kl_eps,
+            reference_size=config.reference_samples,
+            generator=generator,
+        )
+    if metric == "sw2":
+        return sliced_wasserstein2(x, reference, generator=generator)
+    return mmd(x, reference, generator=generator)

@@ -1,0 +1,42 @@
+"""The objective registry: short names in configs map to (config model, objective class)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import Field
+
+from mgm_studies.interpolants import Interpolant
+from mgm_studies.objectives.base import Objective, ObjectiveOutput
+from mgm_studies.objectives.si import SIConfig, StochasticInterpolantObjective
+from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
+
+# name -> (config model, objective class); a new objective is one module and one line here.
+OBJECTIVES: dict[str, tuple[type, type[Objective]]] = {
+    "si": (SIConfig, StochasticInterpolantObjective),
+}
+
+_config_classes = tuple(config for config, _ in OBJECTIVES.values())
+# A discriminated union on `name`, so a misspelt objective names the field and lists the known ones.
+ObjectiveConfig: Any = (
+    Annotated[Union[_config_classes], Field(discriminator="name")]  # noqa: UP007
+    if len(_config_classes) > 1
+    else _config_classes[0]
+)
+
+
+def build_objective(config: Any, interpolant: Interpolant) -> Objective:
+    """The objective named by `config.name`, ready to call."""
+    _, objective_class = OBJECTIVES[config.name]
+    return objective_class(config, interpolant)
+
+
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "ObjectiveConfig",
+    "ObjectiveOutput",
+    "TimeLawConfig",
+    "build_objective",
+    "sample_times",
+]

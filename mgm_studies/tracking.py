@@ -1,0 +1,182 @@
+"""MLflow for single runs: where the store is, what a run records, and a Reporter that writes it.
+
+One run per `train`: the flattened resolved config as params, `config.json`, per-step losses, metrics per number
+of sampling steps, a sample plot per number of steps, the final checkpoint, and provenance tags.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from mgm_studies.config import RunConfig, flatten
+from mgm_studies.plots import close, samples_figure
+from mgm_studies.training.reporter import Evaluation
+
+TAG_STATUS = "mgm.status"  # finished | diverged | interrupted | error
+TAG_CHECKPOINT_DIR = "mgm.checkpoint_dir"
+CONFIG_ARTIFACT = "config.json"
+MODEL_ARTIFACT = "checkpoints/final.pt"
+_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, else a SQLite file `mlflow.db` in the working directory (absolute path)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def client() -> MlflowClient:
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
+    """Find or create the experiment; a local SQLite store keeps its artifacts in `mlartifacts/` beside it."""
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    uri = mlflow_client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def code_version() -> str:
+    """The git commit of the mgm_studies source (with `-dirty` for uncommitted changes), else the package version."""
+    source = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return f"mgm-studies=={_version('mgm-studies')}"
+
+
+def provenance_tags(config: RunConfig, device: str) -> dict[str, str]:
+    return {
+        "mgm.seed": str(config.train.seed),
+        "mgm.config_hash": config.config_hash(),
+        "mgm.objective": config.objective.name,
+        "mgm.data": config.data.name,
+        "mgm.device": device,
+        "mgm.code_version": code_version(),
+        "mgm.torch_version": _version("torch"),
+        "mgm.ray_version": _version("ray"),
+        "mgm.mlflow_version": _version("mlflow"),
+        "mgm.python_version": platform.python_version(),
+    }
+
+
+def start_run(
+    mlflow_client: MlflowClient, config: RunConfig, *, experiment: str, device: str, checkpoint_root: Path
+) -> tuple[str, Path]:
+    """Create the run with its params, tags and config.json; returns (run id, its checkpoint folder)."""
+    run = mlflow_client.create_run(
+        experiment_id(mlflow_client, experiment), run_name=config.name, tags=provenance_tags(config, device)
+    )
+    run_id = run.info.run_id
+    checkpoint_dir = (checkpoint_root / run_id).resolve()
+    params = [Param(k, v) for k, v in flatten(config).items()]
+    for i in range(0, len(params), 100):
+        mlflow_client.log_batch(run_id, params=params[i : i + 100])
+    mlflow_client.set_tag(run_id, TAG_CHECKPOINT_DIR, str(checkpoint_dir))
+    mlflow_client.set_tag(run_id, TAG_STATUS, "running")
+    mlflow_client.log_text(run_id, config.model_dump_json(indent=2), CONFIG_ARTIFACT)
+    return run_id, checkpoint_dir
+
+
+def finish_run(mlflow_client: MlflowClient, run_id: str, status: str, *, tags: Mapping[str, str] | None = None) -> None:
+    """Close the run: `finished` -> FINISHED, `interrupted` -> KILLED, anything else -> FAILED."""
+    for key, value in (tags or {}).items():
+        mlflow_client.set_tag(run_id, key, value)
+    mlflow_client.set_tag(run_id, TAG_STATUS, status)
+    terminal = {"finished": RunStatus.FINISHED, "interrupted": RunStatus.KILLED}.get(status, RunStatus.FAILED)
+    mlflow_client.set_terminated(run_id, RunStatus.to_string(terminal))
+
+
+def download(mlflow_client: MlflowClient, run_id: str, artifact: str, into: Path) -> Path:
+    return Path(mlflow_client.download_artifacts(run_id, artifact, str(into)))
+
+
+class MlflowReporter:
+    """Writes what the Trainer reports into one MLflow run.
+
+    Per-step scalars are buffered and sent with `log_batch` (1000 at a time, and before every evaluation), so
+    logging every step costs a few database writes per thousand steps rather than one per step.
+    """
+
+    def __init__(self, mlflow_client: MlflowClient, run_id: str, *, box=None, plot_prefix: str = "plots") -> None:
+        self.client, self.run_id, self.box, self.plot_prefix = mlflow_client, run_id, box, plot_prefix
+        self._buffer: list[Metric] = []
+
+    def report_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(key, float(value), now, step) for key, value in scalars.items())
+        if len(self._buffer) >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer[:_BATCH], self._buffer[_BATCH:]
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def report_evaluation(self, evaluation: Evaluation) -> None:
+        self.report_scalars(evaluation.step, evaluation.metrics)
+        self.flush()
+        if evaluation.reference is None:
+            return
+        for k, samples in evaluation.samples.items():
+            kl = evaluation.metrics.get(f"kl/nfe-{k}")
+            title = f"{k} step{'s' if k > 1 else ''}, training step {evaluation.step}"
+            fig = samples_figure(
+                samples,
+                evaluation.reference,
+                title=title + (f", KL {kl:.3f}" if kl is not None else ""),
+                box=self.box,
+            )
+            self.client.log_figure(self.run_id, fig, f"{self.plot_prefix}/step-{evaluation.step:09d}/nfe-{k}.png")
+            close(fig)
+
+    def report_checkpoint(self, step: int, path: Path) -> None:
+        self.client.set_tag(self.run_id, "mgm.last_checkpoint_step", str(step))
+
+
+def log_final_model(mlflow_client: MlflowClient, run_id: str, state: dict) -> None:
+    """Log the exported model as `checkpoints/final.pt`."""
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "final.pt"
+        torch.save(state, path)
+        mlflow_client.log_artifact(run_id, str(path), "checkpoints")

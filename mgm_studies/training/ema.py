@@ -1,0 +1,52 @@
+"""Several exponential moving averages of one model's parameters, updated together (as EDM2 tracks many)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class EMA:
+    """Shadow copies of `model`'s parameters, one per decay.
+
+    With `warmup`, the effective decay at step k is min(decay, (1 + k) / (10 + k)), so early averages do not
+    remember the random initialisation for thousands of steps.
+    """
+
+    def __init__(self, model: nn.Module, decays: Sequence[float], *, warmup: bool = True) -> None:
+        self.decays = [float(d) for d in decays]
+        self.warmup = warmup
+        params = [p.detach() for p in model.parameters()]
+        self.shadows: dict[float, list[Tensor]] = {d: [p.clone() for p in params] for d in self.decays}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        """Move every shadow towards the current parameters; `step` counts updates done so far (0-based)."""
+        if not self.decays:
+            return
+        params = [p.detach() for p in model.parameters()]
+        for decay, shadow in self.shadows.items():
+            if self.warmup:
+                decay = min(decay, (1.0 + step) / (10.0 + step))
+            torch._foreach_lerp_(shadow, params, 1.0 - decay)
+
+    def averaged_model(self, model: nn.Module, decay: float | None) -> nn.Module:
+        """A copy of `model` in eval mode carrying the EMA weights of `decay` (the raw weights for None)."""
+        averaged = copy.deepcopy(model).eval()
+        if decay is not None:
+            with torch.no_grad():
+                for target, source in zip(averaged.parameters(), self.shadows[float(decay)], strict=True):
+                    target.copy_(source)
+        return averaged
+
+    def state_dict(self) -> dict[str, list[Tensor]]:
+        return {repr(d): [t.clone() for t in shadow] for d, shadow in self.shadows.items()}
+
+    def load_state_dict(self, state: dict[str, list[Tensor]]) -> None:
+        for decay, shadow in self.shadows.items():
+            with torch.no_grad():
+                for target, source in zip(shadow, state[repr(decay)], strict=True):
+                    target.copy_(source)

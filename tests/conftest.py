@@ -1,0 +1,44 @@
+"""Shared fixtures: small run configs, and an isolated MLflow store and working directory per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mgm_studies.config import parse_run_config
+
+
+def small_config(**sections) -> dict:
+    """A tiny run config as a dict; `sections` replace whole top-level sections."""
+    config = {
+        "data": {"name": "checkerboard"},
+        "model": {"hidden": 64, "depth": 3, "embedding_dim": 32},
+        "train": {
+            "steps": 60,
+            "batch_size": 128,
+            "checkpoint_interval": 20,
+            "log_interval": 5,
+            "ema_decays": [0.9, 0.99],
+        },
+        "eval": {"metrics": ["kl", "sw2"], "steps": [1, 4], "num_samples": 2000, "reference_samples": 2000},
+    }
+    config.update(sections)
+    return config
+
+
+@pytest.fixture
+def make_config():
+    def make(**sections):
+        return parse_run_config(small_config(**sections))
+
+    return make
+
+
+@pytest.fixture
+def mlflow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh SQLite MLflow store and checkpoint root under tmp_path; the test runs in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MGM_STUDIES_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    return tmp_path
