@@ -173,10 +173,9 @@ class MlflowReporter:
 
 
 def log_final_model(mlflow_client: MlflowClient, run_id: str, state: dict) -> None:
-    """Log the exported model as `checkpoints/final.pt`."""
-    import torch
+    """Log the exported model (`Trainer.export()`) as `checkpoints/final.pt`."""
+    from mgm_studies.exported import save_exported
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "final.pt"
-        torch.save(state, path)
+        path = save_exported(state, Path(tmp) / "final.pt")
         mlflow_client.log_artifact(run_id, str(path), "checkpoints")

@@ -47,8 +47,8 @@ def test_si_learns_the_analytic_velocity_of_a_gaussian(make_config):
             errors.append((model(t, xt) - exact).square().sum(1).mean())
             norms.append(exact.square().sum(1).mean())
     relative = (torch.stack(errors).sum() / torch.stack(norms).sum()).item()
-    # Measured about 0.003 at this budget; an untrained network is at about 1.
-    assert relative < 0.02, relative
+    # Measured 0.0010 / 0.0018 / 0.0010 for seeds 0 / 1 / 2 at this budget; the untrained network is at 0.95.
+    assert relative < 0.01, relative
 
 
 def test_same_seed_same_weights_and_another_seed_differs(make_config):
