@@ -13,12 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from conftest import small_config
 from mlflow.tracking import MlflowClient
 
 from mgm_studies.config import parse_run_config
 from mgm_studies.training.trainer import Trainer
-
-from conftest import small_config
 
 
 def _cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -12,12 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import small_config
 
 from mgm_studies.cli import main
 from mgm_studies.config import apply_overrides, flatten, load_run_config, parse_run_config
 from mgm_studies.configbase import ConfigError
-
-from conftest import small_config
 
 
 def _write_data_files(root: Path) -> None:

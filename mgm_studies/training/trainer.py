@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from mgm_studies.interpolants import Interpolant
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -24,6 +23,7 @@ from mgm_studies.builders import build_model, build_run
 from mgm_studies.config import RunConfig
 from mgm_studies.data import VectorDataset
 from mgm_studies.evaluation import evaluate
+from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives import Objective
 from mgm_studies.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mgm_studies.training.ema import EMA
