@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff check mgm_studies tests benchmarks
+	$(BIN)/ruff format --check mgm_studies tests benchmarks
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

@@ -170,6 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         steps=steps,
         num_samples=args.num_samples,
         seed=args.seed,
+        progress=True,
     )
     tracking.MlflowReporter(
         client, args.run_id, box=run.dataset.histogram, plot_prefix="plots/evaluate"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from mgm_studies.config import EvalConfig
 from mgm_studies.data import VectorDataset
@@ -46,6 +48,7 @@ def evaluate(
     steps: Sequence[int] | None = None,
     num_samples: int | None = None,
     seed: int | None = None,
+    progress: bool = False,
 ) -> Evaluation:
     """Evaluate `model` (already in eval mode, EMA weights loaded) with each number of sampling steps.
 
@@ -59,7 +62,8 @@ def evaluate(
     reference = dataset.reference(n, generator)
     metrics: dict[str, float] = {}
     samples: dict[int, Tensor] = {}
-    for k in steps:
+    show = progress and sys.stderr.isatty()  # as in training: a bar on a terminal only
+    for k in tqdm(steps, desc="evaluate", unit="ladder step", disable=not show, leave=False):
         result = generate(objective, model, noise, k, device)
         samples[k] = result.x
         metrics[f"fevals/nfe-{k}"] = float(result.nfe)

@@ -125,3 +125,19 @@ def test_an_interrupted_cli_run_resumes_to_the_uninterrupted_weights(mlflow_env)
     reference.run()
     for name, tensor in reference.model.state_dict().items():
         assert torch.equal(tensor, resumed[name]), name
+
+
+def test_a_diverging_run_is_recorded_as_diverged_with_its_step(mlflow_env, capsys):
+    from mgm_studies.cli import main
+
+    config = small_config(train={"steps": 300, "batch_size": 64, "grad_clip": None, "optimizer": {"lr": 1e12}})
+    (mlflow_env / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "run.yaml", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "diverged" in captured.err
+    run_id = captured.out.strip().splitlines()[-1]
+    run = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["mgm.status"] == "diverged"
+    step = int(run.data.tags["mgm.diverged_step"])
+    assert 1 <= step < 300
+    assert "checkpoints/final.pt" not in _artifacts(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]), run_id)

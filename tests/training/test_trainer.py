@@ -131,3 +131,19 @@ def test_reports_every_step_and_evaluates_on_the_interval(make_config):
     assert [e.step for e in reporter.evaluations] == [20, 40, 60]
     assert set(result.metrics) == {"kl/nfe-1", "kl/nfe-2", "fevals/nfe-1", "fevals/nfe-2"}
     assert reporter.evaluations[-1].samples[2].shape == (500, 2)
+
+
+def test_trains_and_evaluates_on_user_vectors_from_a_parquet_file(make_config, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    points = torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) * 0.3 + torch.tensor([2.0, -1.0])
+    pq.write_table(pa.table({"a": points[:, 0].numpy(), "b": points[:, 1].numpy()}), tmp_path / "points.parquet")
+    config = make_config(
+        data={"name": "file", "path": str(tmp_path / "points.parquet")},
+        eval={"metrics": ["kl", "sw2", "mmd"], "steps": [4], "num_samples": 500, "reference_samples": 500},
+    )
+    result = Trainer(config).run()
+    assert result.status == "finished"
+    assert {"kl/nfe-4", "sw2/nfe-4", "mmd/nfe-4"} <= set(result.metrics)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.metrics.values())
