@@ -147,8 +147,11 @@ def _load_run_model(args: argparse.Namespace, tmp: Path):
             f"run {args.run_id} has no {tracking.MODEL_ARTIFACT}: it did not "
             f"finish (status {run.data.tags.get(tracking.TAG_STATUS, run.info.status)})",
         ) from None
-    ema = "config" if args.ema is None else (None if args.ema == "raw" else float(args.ema))
-    return client, load_exported(path, ema=ema, device=_device(args.device))
+    try:
+        ema = "config" if args.ema is None else (None if args.ema == "raw" else float(args.ema))
+        return client, load_exported(path, ema=ema, device=_device(args.device))
+    except ValueError as exc:
+        raise ConfigError.single("--ema", f"expected 'raw' or a tracked EMA decay: {exc}") from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -156,6 +159,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mgm_studies.evaluation import evaluate
 
     steps = _steps(args.steps) if args.steps else None
+    if args.num_samples is not None and args.num_samples < 2:
+        raise ConfigError.single("--num-samples", f"must be >= 2, got {args.num_samples}")
     with tempfile.TemporaryDirectory() as tmp:
         client, run = _load_run_model(args, Path(tmp))
     import torch
@@ -189,6 +194,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.num_samples < 1:
         raise ConfigError.single("--num-samples", f"must be >= 1, got {args.num_samples}")
+    if args.steps < 1:
+        raise ConfigError.single("--steps", f"must be >= 1, got {args.steps}")
     out = Path(args.out)
     if out.suffix != ".parquet":
         raise ConfigError.single("--out", f"expected a .parquet file name, got {args.out!r}")

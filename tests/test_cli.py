@@ -86,6 +86,13 @@ def test_train_evaluate_sample_end_to_end(mlflow_env):
     assert samples.abs().max() < 6 and samples.std(0).min() > 1.0  # spread over the [-4, 4]^2 board
 
     assert _cli("evaluate", "no-such-run", cwd=mlflow_env).returncode == 2
+    from mgm_studies.cli import main
+
+    assert main(["evaluate", run_id, "--ema", "0.5"]) == 2  # not a tracked decay
+    assert main(["evaluate", run_id, "--steps", "0,2"]) == 2
+    assert main(["sample", run_id, "--steps", "0", "--num-samples", "5", "--out", "x.parquet"]) == 2
+    assert main(["sample", run_id, "--steps", "2", "--num-samples", "5", "--out", "x.csv"]) == 2
+    assert not (mlflow_env / "x.parquet").exists() and not (mlflow_env / "x.csv").exists()
 
 
 @pytest.mark.slow

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from mgm_studies.interpolants import Interpolant
 from torch import nn
 
+from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives import build_objective
 from mgm_studies.objectives.si import SIConfig
 
