@@ -72,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             text = tracking.download(client, run.info.run_id, tracking.CONFIG_ARTIFACT, Path(tmp)).read_text()
         config = parse_run_config(json.loads(text))
         run_id, checkpoint_dir = run.info.run_id, Path(run.data.tags[tracking.TAG_CHECKPOINT_DIR])
+        _check_resumable(run, checkpoint_dir)
     else:
         if not args.config:
             raise ConfigError.single("CONFIG", "give a run config file (or --resume RUN_ID)")
@@ -122,6 +123,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     _print_metrics(result.metrics)
     print(run_id)
     return 0
+
+
+def _check_resumable(run, checkpoint_dir: Path) -> None:
+    """A finished run is not resumed, and a run whose checkpoints went missing is not silently restarted."""
+    from mgm_studies import tracking
+    from mgm_studies.training.checkpoint import latest_checkpoint
+
+    status = run.data.tags.get(tracking.TAG_STATUS)
+    if status == "finished":
+        raise ConfigError.single("--resume", f"run {run.info.run_id} already finished")
+    written = run.data.tags.get("mgm.last_checkpoint_step")
+    if written is not None and latest_checkpoint(checkpoint_dir) is None:
+        raise ConfigError.single(
+            "--resume",
+            f"run {run.info.run_id} wrote a checkpoint at step {written} to {checkpoint_dir}, which holds none now "
+            "(resume on the machine that ran it, or copy the folder there)",
+        )
 
 
 def _get_run(client, run_id: str):

@@ -121,10 +121,18 @@ def test_an_interrupted_cli_run_resumes_to_the_uninterrupted_weights(mlflow_env)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["mgm.status"] == "interrupted"
 
+    # Checkpoints that went missing are an error, not a silent restart from step 0.
+    from mgm_studies.cli import main
+
+    (mlflow_env / "checkpoints").rename(mlflow_env / "moved")
+    assert main(["train", "--resume", run_id, "--quiet"]) == 2
+    (mlflow_env / "moved").rename(mlflow_env / "checkpoints")
+
     done = _cli("train", "--resume", run_id, "--quiet", cwd=mlflow_env)
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stderr
     assert client.get_run(run_id).info.status == "FINISHED"
+    assert _cli("train", "--resume", run_id, cwd=mlflow_env).returncode == 2  # already finished
 
     final = client.download_artifacts(run_id, "checkpoints/final.pt", str(mlflow_env))
     resumed = torch.load(final, weights_only=True)["model"]
