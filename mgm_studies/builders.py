@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mgm_studies.config import FileDataConfig, GaussianDataConfig, InterpolantConfig, MLPConfig, RunConfig
+from mgm_studies.config import FileDataConfig, GaussianDataConfig, MLPConfig, RunConfig
 from mgm_studies.configbase import ConfigError
 from mgm_studies.data import DataError, FileData, GaussianData, VectorDataset, make_toy_dataset
 from mgm_studies.interpolants import Interpolant
@@ -36,18 +36,6 @@ def build_dataset(config: RunConfig) -> VectorDataset:
     return dataset
 
 
-def build_interpolant(config: InterpolantConfig) -> Interpolant:
-    return Interpolant(
-        config.schedule,
-        config.gamma,
-        gamma_scale=config.gamma_scale,
-        poly_power=config.poly_power,
-        vp_beta_min=config.vp_beta_min,
-        vp_beta_max=config.vp_beta_max,
-        sigma0=config.sigma0,
-    )
-
-
 def build_model(config: MLPConfig, dim: int, kind: str) -> nn.Module:
     """The network an objective trains: `velocity` -> v(t, x), `two_time` -> u(s, t, x)."""
     options = dict(
@@ -67,5 +55,5 @@ def build_model(config: MLPConfig, dim: int, kind: str) -> nn.Module:
 def build_run(config: RunConfig) -> tuple[VectorDataset, Interpolant, Objective]:
     """Everything a run needs before its network: validated early, so bad input fails before any tracking."""
     dataset = build_dataset(config)
-    interpolant = build_interpolant(config.interpolant)
+    interpolant = config.interpolant.build()
     return dataset, interpolant, build_objective(config.objective, interpolant)

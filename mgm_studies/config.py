@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mgm_studies.configbase import ConfigError, StrictModel
+from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives import ObjectiveConfig
 from mgm_studies.objectives.si import SIConfig
 
@@ -77,6 +78,17 @@ class InterpolantConfig(StrictModel):
     vp_beta_min: float = Field(0.1, gt=0.0)
     vp_beta_max: float = Field(20.0, gt=0.0)
     sigma0: float = Field(1.0, gt=0.0)
+
+    def build(self) -> Interpolant:
+        return Interpolant(
+            self.schedule,
+            self.gamma,
+            gamma_scale=self.gamma_scale,
+            poly_power=self.poly_power,
+            vp_beta_min=self.vp_beta_min,
+            vp_beta_max=self.vp_beta_max,
+            sigma0=self.sigma0,
+        )
 
 
 # ---------------------------------------------------------------- training
@@ -188,22 +200,20 @@ def check_run_config(config: RunConfig) -> RunConfig:
     """Cross-field rules; raises ConfigError naming the field."""
     problems: list[tuple[str, str]] = []
     interp = config.interpolant
+    if interp.vp_beta_max < interp.vp_beta_min:
+        problems.append(("interpolant.vp_beta_max", f"must be >= vp_beta_min ({interp.vp_beta_min})"))
     time_law = getattr(config.objective, "time_law", None)
-    if time_law is not None and time_law.t_eps == 0.0:
-        if interp.gamma == "sqrt":
+    if time_law is not None and time_law.t_eps == 0.0 and not problems:
+        at_zero, at_one = interp.build().singular_ends
+        if at_zero or at_one:
+            ends = " and ".join(end for end, bad in (("t = 0", at_zero), ("t = 1", at_one)) if bad)
             problems.append(
                 (
                     "objective.time_law.t_eps",
-                    "gamma 'sqrt' has an infinite derivative at t = 0 and "
-                    "t = 1: sample t inside [t_eps, 1 - t_eps] with t_eps > 0, e.g. 1e-4",
+                    f"interpolant (schedule {interp.schedule!r}, gamma {interp.gamma!r}) has an infinite derivative at "
+                    f"{ends}: sample t inside [t_eps, 1 - t_eps] with t_eps > 0, e.g. 1e-3",
                 )
             )
-        if interp.schedule == "vp":
-            problems.append(
-                ("objective.time_law.t_eps", "schedule 'vp' has alpha'(1) = -inf: set t_eps > 0, e.g. 1e-3")
-            )
-    if interp.vp_beta_max < interp.vp_beta_min:
-        problems.append(("interpolant.vp_beta_max", f"must be >= vp_beta_min ({interp.vp_beta_min})"))
     ema = config.eval.ema
     if isinstance(ema, float) and ema not in config.train.ema_decays:
         problems.append(("eval.ema", f"{ema} is not one of the tracked train.ema_decays {config.train.ema_decays}"))
