@@ -10,6 +10,7 @@ from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives.base import Objective, ObjectiveOutput
 from mgm_studies.objectives.si import SIConfig, StochasticInterpolantObjective
 from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
+from mgm_studies.sampling import VelocityFn
 
 # name -> (config model, objective class); a new objective is one module and one line here.
 OBJECTIVES: dict[str, tuple[type, type[Objective]]] = {
@@ -25,10 +26,10 @@ ObjectiveConfig: Any = (
 )
 
 
-def build_objective(config: Any, interpolant: Interpolant) -> Objective:
-    """The objective named by `config.name`, ready to call."""
+def build_objective(config: Any, interpolant: Interpolant, teacher: VelocityFn | None = None) -> Objective:
+    """The objective named by `config.name`, ready to call; `teacher` for the distillation objectives."""
     _, objective_class = OBJECTIVES[config.name]
-    return objective_class(config, interpolant)
+    return objective_class(config, interpolant, teacher)
 
 
 __all__ = [

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from mgm_studies.interpolants import Interpolant
-from mgm_studies.sampling import SampleResult
+from mgm_studies.sampling import SampleResult, VelocityFn
 
 ModelKind = Literal["velocity", "two_time", "generator"]
 
@@ -32,9 +32,13 @@ class Objective(abc.ABC):
 
     name: ClassVar[str]
     model_kind: ClassVar[ModelKind]
+    needs_teacher: ClassVar[bool] = False  # distillation objectives: a frozen teacher velocity b(t, x)
 
-    def __init__(self, interpolant: Interpolant) -> None:
+    def __init__(self, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"objective {self.name!r} distils a teacher: give one")
         self.interpolant = interpolant
+        self.teacher = teacher
 
     @abc.abstractmethod
     def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:

@@ -11,7 +11,7 @@ from mgm_studies.configbase import StrictModel
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives.base import Objective, ObjectiveOutput
 from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
-from mgm_studies.sampling import SAMPLERS, SampleResult
+from mgm_studies.sampling import SAMPLERS, SampleResult, VelocityFn
 
 
 class SIConfig(StrictModel):
@@ -30,8 +30,8 @@ class StochasticInterpolantObjective(Objective):
     name = "si"
     model_kind = "velocity"
 
-    def __init__(self, config: SIConfig, interpolant: Interpolant) -> None:
-        super().__init__(interpolant)
+    def __init__(self, config: SIConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
+        super().__init__(interpolant, teacher)
         self.config = config
 
     def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
