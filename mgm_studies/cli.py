@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mgm_studies import tracking
     from mgm_studies.builders import build_run
     from mgm_studies.config import load_run_config, parse_run_config
-    from mgm_studies.training.trainer import Trainer
+    from mgm_studies.runs import train_tracked
 
     if args.resume:
         if args.config or args.set:
@@ -88,37 +88,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_id, checkpoint_dir = tracking.start_run(
             client, config, experiment=args.experiment, device=device, checkpoint_root=root
         )
-    reporter = tracking.MlflowReporter(client, run_id, box=parts[0].histogram)
     try:
-        trainer = Trainer(
-            config,
-            checkpoint_dir=checkpoint_dir,
-            reporter=reporter,
-            device=device,
-            progress=not args.quiet,
-            parts=parts,
+        result = train_tracked(
+            client, config, run_id, checkpoint_dir, device=device, progress=not args.quiet, parts=parts
         )
-        if trainer.resumed_from is not None:
-            print(f"resuming from {trainer.resumed_from} (step {trainer.step})", file=sys.stderr)
-        result = trainer.run()
-        reporter.flush()
     except KeyboardInterrupt:
-        reporter.flush()
-        tracking.finish_run(client, run_id, "interrupted")
         print(f"interrupted; resume with: mgm-studies train --resume {run_id}", file=sys.stderr)
         print(run_id)
         return 130
-    except BaseException as exc:
-        reporter.flush()
-        tracking.finish_run(client, run_id, "error", tags={"mgm.error": repr(exc)[:5000]})
-        raise
     if result.status == "diverged":
-        tracking.finish_run(client, run_id, "diverged", tags={"mgm.diverged_step": str(result.step)})
         print(f"diverged: the loss or gradient was not finite at step {result.step}", file=sys.stderr)
         print(run_id)
         return 1
-    tracking.log_final_model(client, run_id, trainer.export())
-    tracking.finish_run(client, run_id, "finished")
     print(f"finished {result.step} steps ({result.steps_per_s:.1f} steps/s)")
     _print_metrics(result.metrics)
     print(run_id)
