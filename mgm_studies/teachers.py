@@ -1,0 +1,167 @@
+"""Teachers of the distillation objectives: a finished `si` run's EMA velocity, loaded frozen.
+
+A teacher is named by an MLflow run (`{run: RUN_ID}`), an exported checkpoint (`{path: final.pt}`), or an `si` run
+config (`{config: teacher.yaml}`). A config teacher is trained once and found again by the hash of its resolved config
+(the `mgm.config_hash` tag of a finished run), so every student, trial and sweep that names it shares one run.
+A missing or incompatible teacher (another data dimension or interpolant, not a velocity model) is invalid input,
+reported before the student trains.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mlflow.tracking import MlflowClient
+from pydantic import Field, model_validator
+from torch import nn
+
+from mgm_studies import tracking
+from mgm_studies.builders import build_dataset
+from mgm_studies.config import InterpolantConfig, RunConfig, load_run_config
+from mgm_studies.configbase import ConfigError, StrictModel
+from mgm_studies.exported import ExportedModel, load_exported
+
+FIELD = "objective.teacher"
+
+
+class TeacherConfig(StrictModel):
+    """Exactly one of `run`, `path`, `config`; `ema` picks the teacher's weights (default: its evaluated EMA)."""
+
+    run: str | None = None
+    path: str | None = None
+    config: str | None = Field(None, description="an si run config (YAML) trained once and reused")
+    ema: float | Literal["raw"] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TeacherConfig:
+        given = [name for name in ("run", "path", "config") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"name the teacher by exactly one of run, path, config (got {given or 'none'})")
+        return self
+
+
+@dataclass
+class Teacher:
+    """A frozen velocity network b(t, x) in eval mode, and where it came from."""
+
+    velocity: nn.Module
+    source: str  # "run:<id>" or "path:<file>"
+    config: RunConfig
+    run_id: str | None = None
+
+
+def load_teacher(
+    teacher: TeacherConfig,
+    *,
+    interpolant: InterpolantConfig,
+    dim: int,
+    device: str = "cpu",
+    train_missing: bool = True,
+    experiment: str = "mgm-studies-teachers",
+) -> Teacher:
+    """Resolve, check and load `teacher` for a student on `interpolant` with data of dimension `dim`.
+
+    A config teacher with no finished run is trained now, unless `train_missing` is False (as in `validate`).
+    """
+    ema = "config" if teacher.ema is None else (None if teacher.ema == "raw" else teacher.ema)
+    if teacher.path is not None:
+        path = Path(teacher.path)
+        if not path.is_file():
+            raise ConfigError.single(f"{FIELD}.path", f"no checkpoint file {str(path)!r}")
+        return _frozen(_load(path, ema, device), interpolant, dim, f"path:{path}", None)
+    client = tracking.client()
+    if teacher.run is not None:
+        return _from_run(client, teacher.run, ema, interpolant, dim, device, f"{FIELD}.run")
+    config = load_run_config(teacher.config)
+    check_compatible(config, interpolant)
+    _check_dimension(build_dataset(config).dim, dim)  # before training a teacher nobody can use
+    run_id = find_finished_run(client, config.config_hash())
+    if run_id is None:
+        if not train_missing:
+            raise ConfigError.single(f"{FIELD}.config", "no finished run of this teacher config yet (train it first)")
+        run_id = train_teacher(client, config, device=device, experiment=experiment)
+    return _from_run(client, run_id, ema, interpolant, dim, device, f"{FIELD}.config")
+
+
+def check_compatible(teacher: RunConfig, interpolant: InterpolantConfig) -> None:
+    """A teacher must be an `si` velocity model on the student's interpolant."""
+    if teacher.objective.name != "si":
+        raise ConfigError.single(FIELD, f"a teacher is an 'si' run, this one trains {teacher.objective.name!r}")
+    if teacher.interpolant != interpolant:
+        raise ConfigError.single(
+            FIELD,
+            f"the teacher's interpolant ({teacher.interpolant.model_dump()}) differs from the student's "
+            f"({interpolant.model_dump()}): its velocity belongs to another path",
+        )
+
+
+def find_finished_run(client: MlflowClient, config_hash: str) -> str | None:
+    """The newest finished run, in any experiment, whose resolved config has `config_hash`."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.`mgm.config_hash` = '{config_hash}' and tags.`{tracking.TAG_STATUS}` = 'finished'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def train_teacher(client: MlflowClient, config: RunConfig, *, device: str, experiment: str) -> str:
+    """Train a teacher config as its own tracked run; returns its run id, or raises if it did not finish."""
+    import os
+
+    from mgm_studies.builders import build_run
+    from mgm_studies.runs import train_tracked
+
+    parts = build_run(config)
+    root = Path(os.environ.get("MGM_STUDIES_CHECKPOINTS", "checkpoints"))
+    run_id, checkpoint_dir = tracking.start_run(
+        client, config, experiment=experiment, device=device, checkpoint_root=root
+    )
+    client.set_tag(run_id, "mgm.teacher", "true")
+    result = train_tracked(client, config, run_id, checkpoint_dir, device=device, progress=False, parts=parts)
+    if result.status != "finished":
+        raise RuntimeError(f"teacher run {run_id} {result.status} at step {result.step}")
+    return run_id
+
+
+def _from_run(client, run_id: str, ema, interpolant: InterpolantConfig, dim: int, device: str, field: str) -> Teacher:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError.single(field, f"no run {run_id!r} in the tracking store {client.tracking_uri}") from None
+    if run.data.tags.get(tracking.TAG_STATUS) != "finished":
+        raise ConfigError.single(field, f"teacher run {run_id} has not finished (status {run.info.status})")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracking.download(client, run_id, tracking.MODEL_ARTIFACT, Path(tmp))
+        exported = _load(path, ema, device)
+    return _frozen(exported, interpolant, dim, f"run:{run_id}", run_id)
+
+
+def _load(path: Path, ema, device: str) -> ExportedModel:
+    try:
+        return load_exported(path, ema=ema, device=device)
+    except ValueError as exc:  # an EMA decay the teacher did not track
+        raise ConfigError.single(f"{FIELD}.ema", str(exc)) from None
+
+
+def _frozen(exported: ExportedModel, interpolant: InterpolantConfig, dim: int, source: str, run_id) -> Teacher:
+    check_compatible(exported.config, interpolant)
+    _check_dimension(exported.dataset.dim, dim)
+    velocity = exported.model.requires_grad_(False).eval()
+    return Teacher(velocity=velocity, source=source, config=exported.config, run_id=run_id)
+
+
+def _check_dimension(teacher_dim: int, student_dim: int) -> None:
+    if teacher_dim != student_dim:
+        raise ConfigError.single(
+            FIELD, f"the teacher models data of dimension {teacher_dim}, the student's data has {student_dim}"
+        )
