@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import nn
 
 from mgm_studies.config import FileDataConfig, GaussianDataConfig, MLPConfig, RunConfig
@@ -9,7 +11,7 @@ from mgm_studies.configbase import ConfigError
 from mgm_studies.data import DataError, FileData, GaussianData, VectorDataset, make_toy_dataset
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.models import TwoTimeMLP, VelocityMLP
-from mgm_studies.objectives import Objective, build_objective
+from mgm_studies.objectives import OBJECTIVES, Objective, build_objective
 
 
 def build_dataset(config: RunConfig) -> VectorDataset:
@@ -52,8 +54,29 @@ def build_model(config: MLPConfig, dim: int, kind: str) -> nn.Module:
     raise ValueError(f"no model for kind {kind!r}")
 
 
-def build_run(config: RunConfig) -> tuple[VectorDataset, Interpolant, Objective]:
-    """Everything a run needs before its network: validated early, so bad input fails before any tracking."""
+def build_run(
+    config: RunConfig, *, device: str = "cpu", teachers: Literal["load", "check"] = "load"
+) -> tuple[VectorDataset, Interpolant, Objective | None]:
+    """Everything a run needs before its network: validated early, so bad input fails before any tracking.
+
+    A distillation objective's teacher is loaded (trained first when it is named by a config with no finished run).
+    With `teachers="check"` (what `validate` does) the teacher is only checked, nothing is trained, and the objective
+    of a distillation run comes back as None.
+    """
+    from mgm_studies.teachers import load_teacher  # teachers build datasets with this module
+
     dataset = build_dataset(config)
     interpolant = config.interpolant.build()
-    return dataset, interpolant, build_objective(config.objective, interpolant)
+    if not OBJECTIVES[config.objective.name][1].needs_teacher:
+        return dataset, interpolant, build_objective(config.objective, interpolant)
+    teacher = load_teacher(
+        config.objective.teacher,
+        interpolant=config.interpolant,
+        dim=dataset.dim,
+        device=device,
+        train_missing=teachers == "load",
+        load=teachers == "load",
+    )
+    if teacher is None:
+        return dataset, interpolant, None
+    return dataset, interpolant, build_objective(config.objective, interpolant, teacher.velocity)

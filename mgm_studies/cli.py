@@ -49,9 +49,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from mgm_studies.config import load_run_config
 
     config = load_run_config(args.config)
-    dataset, _, objective = build_run(config)
+    dataset, _, _ = build_run(config, teachers="check")
     print(
-        f"valid run config: objective {objective.name}, data {config.data.name} (dimension {dataset.dim}), "
+        f"valid run config: objective {config.objective.name}, data {config.data.name} (dimension {dataset.dim}), "
         f"{config.train.num_steps} steps, config hash {config.config_hash()}"
     )
     return 0
@@ -78,7 +78,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError.single("CONFIG", "give a run config file (or --resume RUN_ID)")
         config = load_run_config(args.config, args.set)
     device = _device(args.device or config.resources.device)
-    parts = build_run(config)  # bad data fails here, before anything is written to MLflow
+    # Bad data or a bad teacher fails here, before anything is written to this run (a config teacher is trained
+    # here as its own run when none has finished yet).
+    parts = build_run(config, device=device)
     if args.resume:
         client.update_run(run_id, status="RUNNING")
         client.set_tag(run_id, tracking.TAG_STATUS, "running")

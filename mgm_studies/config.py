@@ -252,7 +252,10 @@ def parse_run_config(data: Any) -> RunConfig:
             message = err["msg"]
             if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
                 message += f" (got {err['input']!r})"
-            problems.append((_field_path(err["loc"], data), message))
+            field = _field_path(err["loc"], data)
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                field += ".name"  # every union here is discriminated by `name`: point at it
+            problems.append((field, message))
         raise ConfigError(problems) from None
     return check_run_config(config)
 

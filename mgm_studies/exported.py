@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mgm_studies.builders import build_model, build_run
+from mgm_studies.builders import build_dataset, build_model
 from mgm_studies.config import RunConfig, parse_run_config
 from mgm_studies.data import VectorDataset
-from mgm_studies.objectives import Objective
+from mgm_studies.objectives import Objective, build_objective
 
 
 @dataclass
@@ -38,7 +38,9 @@ def load_exported(path: Path, *, ema: float | str | None = "config", device: str
     """Rebuild the network of an exported run. `ema`: "config" (the run's evaluated EMA), a decay, or None (raw)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     config = parse_run_config(json.loads(state["config"]))
-    dataset, _, objective = build_run(config)
+    # No teacher: sampling and evaluating a distilled model never call it.
+    dataset = build_dataset(config)
+    objective = build_objective(config.objective, config.interpolant.build())
     model = build_model(config.model, dataset.dim, objective.model_kind)
     model.load_state_dict(state["model"])
     decay = config.evaluated_ema() if ema == "config" else ema

@@ -60,11 +60,13 @@ def load_teacher(
     dim: int,
     device: str = "cpu",
     train_missing: bool = True,
+    load: bool = True,
     experiment: str = "mgm-studies-teachers",
-) -> Teacher:
+) -> Teacher | None:
     """Resolve, check and load `teacher` for a student on `interpolant` with data of dimension `dim`.
 
-    A config teacher with no finished run is trained now, unless `train_missing` is False (as in `validate`).
+    A config teacher with no finished run is trained now, unless `train_missing` is False. With `load` False (what
+    `validate` does) the teacher is checked as far as it can be without training it, and None comes back.
     """
     ema = "config" if teacher.ema is None else (None if teacher.ema == "raw" else teacher.ema)
     if teacher.path is not None:
@@ -80,6 +82,8 @@ def load_teacher(
     _check_dimension(build_dataset(config).dim, dim)  # before training a teacher nobody can use
     run_id = find_finished_run(client, config.config_hash())
     if run_id is None:
+        if not load:
+            return None  # checked: a valid, compatible config that the first real run will train
         if not train_missing:
             raise ConfigError.single(f"{FIELD}.config", "no finished run of this teacher config yet (train it first)")
         run_id = train_teacher(client, config, device=device, experiment=experiment)

@@ -41,7 +41,7 @@ def _with(path: str, value) -> dict:
 BAD_CONFIGS = {
     "unknown key": (_with("train.stpes", 10), "train.stpes"),
     "misspelt objective": (_with("objective", {"name": "sii"}), "objective.name"),
-    "misspelt dataset": (_with("data", {"name": "checkerbord"}), "data"),
+    "misspelt dataset": (_with("data", {"name": "checkerbord"}), "data.name"),
     "negative lr": (_with("train.optimizer", {"lr": -0.1}), "train.optimizer.lr"),
     "zero steps": (_with("train.steps", 0), "train.steps"),
     "steps and images": (_with("train.images", 1000), "train"),
