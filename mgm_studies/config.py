@@ -289,15 +289,18 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read, override, resolve relative data paths against the config file's folder, validate."""
+    """Read, override, resolve relative file paths (data, teacher) against the config file's folder, validate."""
     data = read_yaml(path)
     if isinstance(data, dict):
         data = apply_overrides(data, overrides or [])
-        data_section = data.get("data")
-        if isinstance(data_section, dict) and isinstance(data_section.get("path"), str):
-            file = Path(data_section["path"]).expanduser()
-            if not file.is_absolute():
-                data_section["path"] = str((Path(path).resolve().parent / file).resolve())
+        folder = Path(path).resolve().parent
+        objective = data.get("objective")
+        teacher = objective.get("teacher") if isinstance(objective, dict) else None
+        for section, key in ((data.get("data"), "path"), (teacher, "path"), (teacher, "config")):
+            if isinstance(section, dict) and isinstance(section.get(key), str):
+                file = Path(section[key]).expanduser()
+                if not file.is_absolute():
+                    section[key] = str((folder / file).resolve())
     return parse_run_config(data)
 
 

@@ -12,35 +12,18 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from mlflow.tracking import MlflowClient
-from pydantic import Field, model_validator
 from torch import nn
 
 from mgm_studies import tracking
 from mgm_studies.builders import build_dataset
 from mgm_studies.config import InterpolantConfig, RunConfig, load_run_config
-from mgm_studies.configbase import ConfigError, StrictModel
+from mgm_studies.configbase import ConfigError
 from mgm_studies.exported import ExportedModel, load_exported
+from mgm_studies.objectives.teacher_config import TeacherConfig
 
 FIELD = "objective.teacher"
-
-
-class TeacherConfig(StrictModel):
-    """Exactly one of `run`, `path`, `config`; `ema` picks the teacher's weights (default: its evaluated EMA)."""
-
-    run: str | None = None
-    path: str | None = None
-    config: str | None = Field(None, description="an si run config (YAML) trained once and reused")
-    ema: float | Literal["raw"] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> TeacherConfig:
-        given = [name for name in ("run", "path", "config") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"name the teacher by exactly one of run, path, config (got {given or 'none'})")
-        return self
 
 
 @dataclass

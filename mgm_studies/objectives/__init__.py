@@ -8,6 +8,20 @@ from pydantic import Field
 
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives.base import Objective, ObjectiveOutput
+from mgm_studies.objectives.flow_map import (
+    EMDConfig,
+    ESDConfig,
+    EulerianMapDistillation,
+    EulerianSelfDistillation,
+    LagrangianMapDistillation,
+    LagrangianSelfDistillation,
+    LMDConfig,
+    LSDConfig,
+    ProgressiveSelfDistillationMidpoint,
+    ProgressiveSelfDistillationUniform,
+    PSDMidpointConfig,
+    PSDUniformConfig,
+)
 from mgm_studies.objectives.si import SIConfig, StochasticInterpolantObjective
 from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
 from mgm_studies.sampling import VelocityFn
@@ -15,6 +29,12 @@ from mgm_studies.sampling import VelocityFn
 # name -> (config model, objective class); a new objective is one module and one line here.
 OBJECTIVES: dict[str, tuple[type, type[Objective]]] = {
     "si": (SIConfig, StochasticInterpolantObjective),
+    "lsd": (LSDConfig, LagrangianSelfDistillation),
+    "esd": (ESDConfig, EulerianSelfDistillation),
+    "psd_midpoint": (PSDMidpointConfig, ProgressiveSelfDistillationMidpoint),
+    "psd_uniform": (PSDUniformConfig, ProgressiveSelfDistillationUniform),
+    "lmd": (LMDConfig, LagrangianMapDistillation),
+    "emd": (EMDConfig, EulerianMapDistillation),
 }
 
 _config_classes = tuple(config for config, _ in OBJECTIVES.values())
