@@ -79,4 +79,6 @@ def build_run(
     )
     if teacher is None:
         return dataset, interpolant, None
-    return dataset, interpolant, build_objective(config.objective, interpolant, teacher.velocity)
+    objective = build_objective(config.objective, interpolant, teacher.velocity)
+    objective.teacher_source = teacher.source  # provenance: logged as the run's `mgm.teacher_source` tag
+    return dataset, interpolant, objective

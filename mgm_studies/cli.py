@@ -90,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_id, checkpoint_dir = tracking.start_run(
             client, config, experiment=args.experiment, device=device, checkpoint_root=root
         )
+    if parts[2].teacher_source is not None:
+        client.set_tag(run_id, "mgm.teacher_source", parts[2].teacher_source)
     try:
         result = train_tracked(
             client, config, run_id, checkpoint_dir, device=device, progress=not args.quiet, parts=parts

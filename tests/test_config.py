@@ -126,3 +126,8 @@ def test_config_hash_ignores_the_run_name_only():
     b = parse_run_config({**small_config(), "name": "b"})
     c = parse_run_config(_with("train.seed", 3))
     assert a.config_hash() == b.config_hash() != c.config_hash()
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path, mlflow_env, capsys):
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err

@@ -39,6 +39,7 @@ class Objective(abc.ABC):
     def __init__(self, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         self.interpolant = interpolant
         self.teacher = teacher
+        self.teacher_source: str | None = None  # "run:<id>" or "path:<file>", set by whoever loaded the teacher
 
     @abc.abstractmethod
     def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:

@@ -1,0 +1,112 @@
+"""Flow-map objectives through the shared Trainer and the CLI, with real teachers and a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import yaml
+from conftest import small_config
+from mlflow.tracking import MlflowClient
+
+from mgm_studies.cli import main
+from mgm_studies.config import parse_run_config
+from mgm_studies.exported import save_exported
+from mgm_studies.training.reporter import RecordingReporter
+from mgm_studies.training.trainer import Trainer
+
+TINY_TRAIN = {"steps": 30, "batch_size": 64, "checkpoint_interval": 30, "ema_decays": [0.9]}
+TINY_EVAL = {"metrics": ["kl", "sw2"], "steps": [1, 2], "num_samples": 500, "reference_samples": 500}
+
+
+def _runs(client: MlflowClient):
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_self_distillation_trains_a_two_time_model_with_the_shared_trainer():
+    config = parse_run_config(small_config(objective={"name": "lsd"}, train=TINY_TRAIN, eval=TINY_EVAL))
+    reporter = RecordingReporter()
+    result = Trainer(config, reporter=reporter).run()
+    assert result.status == "finished"
+    assert {"kl/nfe-1", "kl/nfe-2", "fevals/nfe-2"} <= set(result.metrics) and result.metrics["fevals/nfe-2"] == 2
+    assert {"loss", "loss/diagonal", "loss/offdiagonal"} <= set(reporter.scalars[30])
+
+
+def test_lmd_distils_a_frozen_teacher_given_by_path(tmp_path):
+    teacher = Trainer(parse_run_config(small_config(train=TINY_TRAIN)))
+    teacher.run()
+    path = save_exported(teacher.export(), tmp_path / "teacher.pt")
+    before = torch.load(path, weights_only=True)
+    config = parse_run_config(
+        small_config(objective={"name": "lmd", "teacher": {"path": str(path)}}, train=TINY_TRAIN, eval=TINY_EVAL)
+    )
+    student = Trainer(config)
+    assert student.objective.teacher is not None and not any(
+        p.requires_grad for p in student.objective.teacher.parameters()
+    )
+    assert student.run().status == "finished"
+    after = torch.load(path, weights_only=True)
+    assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+
+
+def test_cli_validates_without_training_then_trains_teacher_and_student(mlflow_env, capsys):
+    (mlflow_env / "teacher.yaml").write_text(yaml.safe_dump(small_config(train=TINY_TRAIN)))
+    student = small_config(
+        objective={"name": "emd", "teacher": {"config": "teacher.yaml"}}, train=TINY_TRAIN, eval=TINY_EVAL
+    )
+    (mlflow_env / "student.yaml").write_text(yaml.safe_dump(student))
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+
+    assert main(["validate", "student.yaml"]) == 0
+    assert "objective emd" in capsys.readouterr().out
+    assert not (mlflow_env / "mlflow.db").exists() or not _runs(client)
+
+    assert main(["train", "student.yaml", "--quiet"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    runs = {r.info.run_id: r for r in _runs(client)}
+    assert len(runs) == 2 and runs[run_id].data.params["objective.name"] == "emd"
+    (teacher_run,) = [r for r in runs.values() if r.data.tags.get("mgm.teacher") == "true"]
+    assert teacher_run.data.tags["mgm.status"] == "finished"
+    assert runs[run_id].data.tags["mgm.teacher_source"] == f"run:{teacher_run.info.run_id}"
+
+    # A second student reuses the finished teacher run: no third teacher training.
+    assert main(["train", "student.yaml", "--quiet", "--set", "train.seed=1"]) == 0
+    assert len(_runs(client)) == 3
+
+
+def test_an_incompatible_teacher_is_invalid_input_and_writes_nothing(mlflow_env, capsys):
+    (mlflow_env / "teacher.yaml").write_text(
+        yaml.safe_dump(small_config(train=TINY_TRAIN, interpolant={"schedule": "trig"}))
+    )
+    student = small_config(objective={"name": "lmd", "teacher": {"config": "teacher.yaml"}}, train=TINY_TRAIN)
+    (mlflow_env / "student.yaml").write_text(yaml.safe_dump(student))
+    for verb in ("validate", "train"):
+        assert main([verb, "student.yaml"]) == 2
+        assert "  objective.teacher: the teacher's interpolant" in capsys.readouterr().err
+    assert not (mlflow_env / "mlflow.db").exists() or not _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]))
+
+
+def test_every_shipped_config_trains_for_a_few_steps(tmp_path):
+    from pathlib import Path
+
+    from mgm_studies.config import load_run_config
+
+    teacher = Trainer(parse_run_config(small_config(train=TINY_TRAIN)))
+    teacher.run()
+    teacher_path = save_exported(teacher.export(), tmp_path / "teacher.pt")
+    shrink = [
+        "train.steps=3",
+        "train.checkpoint_interval=3",
+        "eval.interval=0",
+        "eval.num_samples=200",
+        "eval.reference_samples=200",
+        "model.hidden=32",
+    ]
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        raw = yaml.safe_load(path.read_text())
+        extra = [f"objective.teacher={{path: {teacher_path}}}"] if "teacher" in raw.get("objective", {}) else []
+        # The tiny teacher is an MLP of width 64: the student's width does not have to match the teacher's.
+        result = Trainer(load_run_config(path, shrink + extra)).run()
+        assert result.status == "finished" and result.step == 3, path.name
