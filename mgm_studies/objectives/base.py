@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -24,10 +24,16 @@ class ObjectiveOutput:
 
 
 class Objective(abc.ABC):
-    """A training objective. The trainer reduces the loss, steps the optimiser and logs the diagnostics.
+    """A training objective. The trainer reduces the loss, steps the optimisers and logs the diagnostics.
 
     `model_kind` tells the trainer which network to build (a velocity field `v(t, x)`, a two-time map, a one-step
     generator); `sample` turns that network into samples, so evaluation needs no per-objective branch.
+
+    Objectives that need more than one loss and one optimiser declare it through small hooks instead of a branch in
+    the trainer (spec section 7): `networks` (trainable networks they own, e.g. MGM's critic, each with its own
+    optimiser), `phases` (which optimiser steps a training step takes, in order: "model" or a `networks` key),
+    `loss` (the loss of one phase), `attach` / `after_step` (build and update what they hold, e.g. ITVM's EMA target)
+    and `state_dict` / `load_state_dict` (what a checkpoint must carry beyond the trainer's own state).
     """
 
     name: ClassVar[str]
@@ -48,3 +54,36 @@ class Objective(abc.ABC):
     @abc.abstractmethod
     def sample(self, model: nn.Module, x0: Tensor, num_steps: int) -> SampleResult:
         """Carry noise x0 (B, *data_shape) at t = 0 to samples at t = 1 in `num_steps` steps."""
+
+    # ------------------------------------------------------------------ hooks (defaults: one loss, one optimiser)
+    def attach(self, model: nn.Module, dim: int) -> None:
+        """Called once by the trainer after `model` (on its device) is built, under the run's seed, before a resume
+        loads state: build owned networks or EMA targets here (on `model`'s device)."""
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Trainable networks owned by the objective, by phase name; the trainer gives each its own optimiser."""
+        return {}
+
+    def optimizer_options(self, phase: str) -> dict[str, Any]:
+        """Overrides of `train.optimizer` (lr, betas, ...) for the optimiser of `phase`."""
+        return {}
+
+    def phases(self, step: int) -> tuple[str, ...]:
+        """The optimiser steps of training step `step` (0-based), in order."""
+        return ("model",)
+
+    def loss(self, phase: str, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
+        """The loss whose gradient the optimiser of `phase` follows."""
+        if phase != "model":
+            raise ValueError(f"objective {self.name!r} has no phase {phase!r}")
+        return self(model, x1, generator)
+
+    def after_step(self, model: nn.Module, phase: str, step: int) -> None:
+        """Called after each optimiser step of `phase` (e.g. to move an EMA target towards `model`)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State the objective holds beyond `networks()` weights (which the trainer saves): e.g. an EMA target."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
