@@ -9,6 +9,7 @@ first appeared, and no checkpoint is ever written after it.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,10 +46,9 @@ class TrainResult:
 @dataclass
 class _Pending:
     step: int
-    loss: Tensor
-    grad_norm: Tensor | None
+    names: list[str]  # `loss`, `grad_norm`, `loss/<phase>`, ..., then diagnostics
+    values: Tensor  # (len(names),) on the device
     lr: float
-    diagnostics: dict[str, Tensor]
 
 
 class Trainer:
@@ -82,14 +82,14 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the caller's RNG
             torch.manual_seed(train.seed)
             self.model = build_model(config.model, self.dataset.dim, self.objective.model_kind).to(self.device)
-        optimizer_class = torch.optim.AdamW if train.optimizer.name == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer_class(
-            self.model.parameters(),
-            lr=train.optimizer.lr,
-            betas=train.optimizer.betas,
-            eps=train.optimizer.eps,
-            weight_decay=train.optimizer.weight_decay,
-        )
+            self.objective.attach(self.model, self.dataset.dim)
+        # One optimiser per phase: "model", and any network the objective owns (MGM's critic).
+        self.networks: dict[str, torch.nn.Module] = {"model": self.model, **self.objective.networks()}
+        self.optimizers = {
+            phase: _optimizer(network, train, self.objective.optimizer_options(phase))
+            for phase, network in self.networks.items()
+        }
+        self.base_lrs = {phase: opt.param_groups[0]["lr"] for phase, opt in self.optimizers.items()}
         self.ema = EMA(self.model, train.ema_decays, warmup=train.ema_warmup)
         # Data on the CPU, noise on the device: two generators, both checkpointed.
         self.data_generator = torch.Generator().manual_seed(train.seed * 1_000_003 + rank)
@@ -104,24 +104,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train_step(self) -> _Pending:
-        """One optimiser step on a fresh batch; returns its loss (on the device, not synchronised)."""
+        """One training step: an optimiser step for each of the objective's phases, each on a fresh batch.
+
+        Returns the step's losses, gradient norms and diagnostics as one tensor on the device (not synchronised).
+        """
         train = self.config.train
-        lr = train.optimizer.lr * lr_factor(train.lr_schedule, self.step, train.num_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        x1 = self.dataset.sample(train.batch_size, self.data_generator).to(self.device, non_blocking=True)
-        with self._autocast():
-            output = self.objective(self.model, x1, self.noise_generator)
-        loss = output.loss.float().mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = None
-        if train.grad_clip is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
-        self.optimizer.step()
+        factor = lr_factor(train.lr_schedule, self.step, train.num_steps)
+        names: list[str] = []
+        values: list[Tensor] = []
+        for phase in self.objective.phases(self.step):
+            optimizer, network = self.optimizers[phase], self.networks[phase]
+            for group in optimizer.param_groups:
+                group["lr"] = self.base_lrs[phase] * factor
+            x1 = self.dataset.sample(train.batch_size, self.data_generator).to(self.device, non_blocking=True)
+            with self._autocast():
+                output = self.objective.loss(phase, self.model, x1, self.noise_generator)
+            loss = output.loss.float().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            suffix = "" if phase == "model" else f"/{phase}"
+            names.append("loss" + suffix)
+            values.append(loss.detach())
+            if train.grad_clip is not None:
+                names.append("grad_norm" + suffix)
+                values.append(torch.nn.utils.clip_grad_norm_(network.parameters(), train.grad_clip).float())
+            optimizer.step()
+            self.objective.after_step(self.model, phase, self.step)
+            names.extend(output.diagnostics)
+            values.extend(v.detach().float() for v in output.diagnostics.values())
         self.ema.update(self.model, self.step)
         self.step += 1
-        return _Pending(self.step, loss.detach(), grad_norm, lr, output.diagnostics)
+        return _Pending(self.step, names, torch.stack(values), self.base_lrs["model"] * factor)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         # A disabled torch.autocast still costs tens of microseconds a step: skip it for float32.
@@ -163,25 +176,20 @@ class Trainer:
         return TrainResult("finished", self.step, metrics, self._latest(), steps_per_s)
 
     def _flush(self, pending: list[_Pending], started: float, start_step: int) -> int | None:
-        """Report the pending steps; return the first step whose loss or gradient is not finite, else None."""
-        losses_t = torch.stack([p.loss for p in pending]).cpu()
-        finite = torch.isfinite(losses_t)
-        norms: list[float] = []
-        if pending[0].grad_norm is not None:
-            norms_t = torch.stack([p.grad_norm for p in pending]).float().cpu()
-            finite &= torch.isfinite(norms_t)
-            norms = norms_t.tolist()
-        losses, finite_list = losses_t.tolist(), finite.tolist()
-        for i, p in enumerate(pending):
-            if not finite_list[i]:
+        """Report the pending steps; return the first step whose loss or gradient norm is not finite, else None."""
+        values = torch.cat([p.values for p in pending]).cpu().tolist()  # one host copy for the whole window
+        offset = 0
+        for p in pending:
+            scalars = dict(zip(p.names, values[offset : offset + len(p.names)], strict=True))
+            offset += len(p.names)
+            checked = (v for k, v in scalars.items() if k.startswith(("loss", "grad_norm")))
+            if not all(math.isfinite(v) for v in checked):
                 return p.step
-            scalars = {"loss": losses[i], "lr": p.lr, **{k: v.item() for k, v in p.diagnostics.items()}}
-            if norms:
-                scalars["grad_norm"] = norms[i]
-            if i == len(pending) - 1:
+            scalars["lr"] = p.lr
+            if p is pending[-1]:
                 scalars["train/steps_per_s"] = (p.step - start_step) / max(time.perf_counter() - started, 1e-9)
+                self._last_loss = scalars.get("loss", math.nan)
             self.reporter.report_scalars(p.step, scalars)
-        self._last_loss = losses[-1]
         return None
 
     # ------------------------------------------------------------------ evaluation and state
@@ -211,7 +219,9 @@ class Trainer:
             "step": self.step,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "networks": {phase: net.state_dict() for phase, net in self.networks.items() if phase != "model"},
+            "optimizers": {phase: opt.state_dict() for phase, opt in self.optimizers.items()},
+            "objective": self.objective.state_dict(),
             "data_generator": self.data_generator.get_state(),
             "noise_generator": self.noise_generator.get_state(),
         }
@@ -224,7 +234,11 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        for phase, network_state in state["networks"].items():
+            self.networks[phase].load_state_dict(network_state)
+        for phase, optimizer_state in state["optimizers"].items():
+            self.optimizers[phase].load_state_dict(optimizer_state)
+        self.objective.load_state_dict(state["objective"])
         self.data_generator.set_state(state["data_generator"])
         self.noise_generator.set_state(state["noise_generator"])
         self.step = int(state["step"])
@@ -247,3 +261,11 @@ class Trainer:
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
         }
+
+
+def _optimizer(network: torch.nn.Module, train, overrides: dict) -> torch.optim.Optimizer:
+    """Adam or AdamW over `network` from `train.optimizer`, with the objective's overrides for this phase."""
+    options = train.optimizer.model_dump(exclude={"name"})
+    options.update(overrides)
+    optimizer_class = torch.optim.AdamW if train.optimizer.name == "adamw" else torch.optim.Adam
+    return optimizer_class(network.parameters(), **options)
