@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mgm_studies.configbase import ConfigError, StrictModel
 from mgm_studies.interpolants import Interpolant
-from mgm_studies.objectives import ObjectiveConfig
+from mgm_studies.objectives import OBJECTIVES, ObjectiveConfig
 from mgm_studies.objectives.si import SIConfig
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -214,6 +214,14 @@ def check_run_config(config: RunConfig) -> RunConfig:
                     f"{ends}: sample t inside [t_eps, 1 - t_eps] with t_eps > 0, e.g. 1e-3",
                 )
             )
+    if OBJECTIVES[config.objective.name][1].needs_symmetric_interpolant and not interp.build().symmetric:
+        problems.append(
+            (
+                "interpolant.schedule",
+                f"objective {config.objective.name!r} needs a symmetric interpolant (alpha(t) = beta(1 - t): 'linear', "
+                f"'trig', or 'poly' with poly_power 1); {interp.schedule!r} is not",
+            )
+        )
     ema = config.eval.ema
     if isinstance(ema, float) and ema not in config.train.ema_decays:
         problems.append(("eval.ema", f"{ema} is not one of the tracked train.ema_decays {config.train.ema_decays}"))

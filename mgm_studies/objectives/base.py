@@ -41,6 +41,8 @@ class Objective(abc.ABC):
     # Distillation objectives train against a frozen teacher velocity b(t, x); `build_run` loads it. Sampling and
     # evaluating a finished student need no teacher, so it may be None outside training.
     needs_teacher: ClassVar[bool] = False
+    # MGM's midpoint argument needs alpha(t) = beta(1 - t): the run config refuses other schedules for it.
+    needs_symmetric_interpolant: ClassVar[bool] = False
 
     def __init__(self, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         self.interpolant = interpolant
