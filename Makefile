@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/trainer_overhead.py
+	$(BIN)/python benchmarks/objective_cost.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check mgm_studies tests benchmarks

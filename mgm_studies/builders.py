@@ -10,8 +10,8 @@ from mgm_studies.config import FileDataConfig, GaussianDataConfig, MLPConfig, Ru
 from mgm_studies.configbase import ConfigError
 from mgm_studies.data import DataError, FileData, GaussianData, VectorDataset, make_toy_dataset
 from mgm_studies.interpolants import Interpolant
-from mgm_studies.models import TwoTimeMLP, VelocityMLP
-from mgm_studies.objectives import OBJECTIVES, Objective, build_objective
+from mgm_studies.models import GeneratorMLP, TwoTimeMLP, VelocityMLP
+from mgm_studies.objectives import Objective, build_objective
 
 
 def build_dataset(config: RunConfig) -> VectorDataset:
@@ -39,7 +39,7 @@ def build_dataset(config: RunConfig) -> VectorDataset:
 
 
 def build_model(config: MLPConfig, dim: int, kind: str) -> nn.Module:
-    """The network an objective trains: `velocity` -> v(t, x), `two_time` -> u(s, t, x)."""
+    """The network an objective trains: `velocity` -> v(t, x), `two_time` -> u(s, t, x), `generator` -> G(z)."""
     options = dict(
         hidden=config.hidden,
         depth=config.depth,
@@ -51,6 +51,8 @@ def build_model(config: MLPConfig, dim: int, kind: str) -> nn.Module:
         return VelocityMLP(dim, **options)
     if kind == "two_time":
         return TwoTimeMLP(dim, **options)
+    if kind == "generator":  # a one-step generator G(z) has no time input
+        return GeneratorMLP(dim, hidden=config.hidden, depth=config.depth, activation=config.activation)
     raise ValueError(f"no model for kind {kind!r}")
 
 
@@ -67,7 +69,7 @@ def build_run(
 
     dataset = build_dataset(config)
     interpolant = config.interpolant.build()
-    if not OBJECTIVES[config.objective.name][1].needs_teacher:
+    if getattr(config.objective, "teacher", None) is None:  # pfmm needs one only with reference: teacher
         return dataset, interpolant, build_objective(config.objective, interpolant)
     teacher = load_teacher(
         config.objective.teacher,

@@ -110,3 +110,58 @@ def test_every_shipped_config_trains_for_a_few_steps(tmp_path):
         # The tiny teacher is an MLP of width 64: the student's width does not have to match the teacher's.
         result = Trainer(load_run_config(path, shrink + extra)).run()
         assert result.status == "finished" and result.step == 3, path.name
+
+
+class _StopAtFirstCheckpoint(RecordingReporter):
+    def report_checkpoint(self, step, path):
+        raise KeyboardInterrupt
+
+
+def test_itvm_resumes_exactly_with_its_ema_target_in_the_checkpoint(tmp_path):
+    import pytest
+
+    teacher = Trainer(parse_run_config(small_config(train=TINY_TRAIN)))
+    teacher.run()
+    path = save_exported(teacher.export(), tmp_path / "teacher.pt")
+    train = {**TINY_TRAIN, "steps": 40, "checkpoint_interval": 20}
+    objective = {"name": "itvm", "teacher": {"path": str(path)}, "target_ema": 0.9, "tau": 0.2}
+    config = parse_run_config(small_config(objective=objective, train=train, eval=TINY_EVAL))
+    reference = Trainer(config)
+    assert reference.run().status == "finished"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, checkpoint_dir=tmp_path / "run", reporter=_StopAtFirstCheckpoint()).run()
+    resumed = Trainer(config, checkpoint_dir=tmp_path / "run")
+    assert resumed.step == 20
+    resumed.run()
+    for a, b in zip(reference.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    target = reference.objective.state_dict()
+    for key, value in resumed.objective.state_dict()["target"].items():
+        assert torch.equal(value, target["target"][key]), key
+
+
+def test_mgm_trains_generator_and_critic_through_the_trainer_and_refuses_vp(tmp_path):
+    import pytest
+
+    from mgm_studies.configbase import ConfigError
+
+    objective = {"name": "mgm", "critic_steps": 2, "warmup_steps": 5, "critic_hidden": 32, "critic_depth": 2}
+    config = parse_run_config(
+        small_config(
+            data={"name": "eight_gaussians"},
+            objective=objective,
+            train={**TINY_TRAIN, "steps": 20, "checkpoint_interval": 10},
+            eval={**TINY_EVAL, "steps": [1]},
+        )
+    )
+    reporter = RecordingReporter()
+    trainer = Trainer(config, checkpoint_dir=tmp_path, reporter=reporter)
+    assert set(trainer.optimizers) == {"model", "critic"}
+    assert trainer.run().status == "finished"
+    assert "loss" not in reporter.scalars[5] and "loss/critic" in reporter.scalars[5]  # warm-up: critic only
+    assert {"loss", "loss/critic", "mgm/divergence"} <= set(reporter.scalars[20])
+    assert trainer.last_evaluation.metrics["fevals/nfe-1"] == 1
+    state = torch.load(next(tmp_path.glob("ckpt-*.pt")), weights_only=True)
+    assert set(state["networks"]) == {"critic"} and set(state["optimizers"]) == {"model", "critic"}
+    with pytest.raises(ConfigError, match="symmetric"):
+        parse_run_config(small_config(objective={"name": "mgm"}, interpolant={"schedule": "vp"}))

@@ -1,4 +1,4 @@
-"""Networks: time embeddings, a velocity MLP v(t, x) and a two-time MLP u(s, t, x)."""
+"""Networks: time embeddings, a velocity MLP v(t, x), a two-time MLP u(s, t, x) and a one-step generator G(z)."""
 
 from mgm_studies.models.embeddings import (
     FourierTimeEmbedding,
@@ -6,10 +6,11 @@ from mgm_studies.models.embeddings import (
     TimeEmbeddingKind,
     make_time_embedding,
 )
-from mgm_studies.models.mlp import TwoTimeMLP, VelocityMLP
+from mgm_studies.models.mlp import GeneratorMLP, TwoTimeMLP, VelocityMLP
 
 __all__ = [
     "FourierTimeEmbedding",
+    "GeneratorMLP",
     "SinusoidalTimeEmbedding",
     "TimeEmbeddingKind",
     "TwoTimeMLP",

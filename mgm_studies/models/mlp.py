@@ -119,3 +119,23 @@ class TwoTimeMLP(nn.Module):
     def velocity(self, t: Tensor, x: Tensor) -> Tensor:
         """The diagonal u(t, t, x): an ordinary velocity field (the tangent condition of the flow map)."""
         return self(t, t, x)
+
+
+class GeneratorMLP(nn.Module):
+    """A one-step generator G(z) for vector data (MGM, spec section 5). forward(z: (B, dim)) -> x: (B, dim).
+
+    No time input: `depth` blocks Linear + activation of width `hidden`, then a Linear back to `dim`.
+    """
+
+    def __init__(self, dim: int, *, hidden: int = 256, depth: int = 4, activation: Activation = "silu") -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        self.dim = dim
+        self.trunk = _trunk(dim, dim, hidden, depth, activation)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.trunk(z)

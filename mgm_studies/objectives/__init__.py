@@ -22,6 +22,9 @@ from mgm_studies.objectives.flow_map import (
     PSDMidpointConfig,
     PSDUniformConfig,
 )
+from mgm_studies.objectives.itvm import InitialTerminalVelocityMatching, ITVMConfig
+from mgm_studies.objectives.mgm import MGMConfig, MidpointGenerativeModel
+from mgm_studies.objectives.pfmm import PFMMConfig, ProgressiveFlowMapMatching
 from mgm_studies.objectives.si import SIConfig, StochasticInterpolantObjective
 from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
 from mgm_studies.sampling import VelocityFn
@@ -35,6 +38,9 @@ OBJECTIVES: dict[str, tuple[type, type[Objective]]] = {
     "psd_uniform": (PSDUniformConfig, ProgressiveSelfDistillationUniform),
     "lmd": (LMDConfig, LagrangianMapDistillation),
     "emd": (EMDConfig, EulerianMapDistillation),
+    "itvm": (ITVMConfig, InitialTerminalVelocityMatching),
+    "pfmm": (PFMMConfig, ProgressiveFlowMapMatching),
+    "mgm": (MGMConfig, MidpointGenerativeModel),
 }
 
 _config_classes = tuple(config for config, _ in OBJECTIVES.values())

@@ -78,15 +78,18 @@ def test_exact_map_is_the_affine_map_of_spec_7_and_its_diagonal_the_marginal_vel
     torch.testing.assert_close(ExactFlowMap().velocity(t, x), exact_teacher(interpolant)(t, x), rtol=1e-5, atol=1e-5)
 
 
+# pfmm's reference is K Heun steps of the teacher: not exact, covered by tests/objectives/test_pfmm.py.
 @pytest.mark.parametrize(
-    ("name", "options"), [(name, {}) for name in FLOW_MAP_NAMES] + [("emd", {"stopgrad_jvp": True})]
+    ("name", "options"),
+    [(name, {}) for name in FLOW_MAP_NAMES if name != "pfmm"] + [("emd", {"stopgrad_jvp": True})],
 )
 def test_offdiagonal_residual_vanishes_on_the_exact_map_and_not_on_a_perturbed_one(interpolant, name, options):
     objective = build_objective(make_config(name, eta=0.0, **options), interpolant, exact_teacher(interpolant))
+    objective.attach(ExactFlowMap(), 2)  # an EMA target (itvm) is then the exact map too
     x1 = data(512)
     exact = objective(ExactFlowMap(), x1, torch.Generator().manual_seed(1))
     perturbed = objective(ExactFlowMap(scale=1.5), x1, torch.Generator().manual_seed(1))
-    assert exact.loss.shape == (512,) and set(exact.diagnostics) == {"loss/offdiagonal"}
+    assert exact.loss.shape == (512,) and "loss/diagonal" not in exact.diagnostics
     assert exact.loss.max() < 1e-10
     assert perturbed.loss.mean() > 1e-3
 
@@ -98,6 +101,7 @@ def test_on_the_diagonal_the_loss_is_the_velocity_regression_of_u_t_t(interpolan
     model, teacher = TwoTimeMLP(2, hidden=16, depth=2, embedding_dim=8), VelocityMLP(2, hidden=16, depth=2)
     time_law = {"t_eps": 0.01, "name": "logit_normal"}
     objective = build_objective(make_config(name, eta=1.0, time_law=time_law), interpolant, teacher)
+    objective.attach(model, 2)
     x1 = data(64)
     output = objective(model, x1, torch.Generator().manual_seed(5))
     assert set(output.diagnostics) == {"loss/diagonal"}
@@ -129,9 +133,10 @@ def test_forward_and_backward_reach_every_parameter_and_never_the_teacher(interp
     torch.manual_seed(0)
     model, teacher = TwoTimeMLP(2, hidden=16, depth=2, embedding_dim=8), VelocityMLP(2, hidden=16, depth=2)
     objective = build_objective(make_config(name, **options), interpolant, teacher)
+    objective.attach(model, 2)
     output = objective(model, data(16), torch.Generator().manual_seed(2))
     assert output.loss.shape == (16,) and torch.isfinite(output.loss).all()
-    assert set(output.diagnostics) == {"loss/diagonal", "loss/offdiagonal"}
+    assert set(output.diagnostics) >= {"loss/diagonal", "loss/offdiagonal"}
     assert all(not value.requires_grad and value.dim() == 0 for value in output.diagnostics.values())
     output.loss.mean().backward()
     for param_name, param in model.named_parameters():

@@ -1,0 +1,89 @@
+"""Seconds per training step of every registered objective relative to `si`, same MLP width/depth and batch, in one run.
+
+Distillation objectives get a teacher of the same size (a velocity MLP with random weights: its cost, not its
+quality, is what is measured). A step is everything the Trainer does for one step, all phases included (MGM: critic
+and generator). Rounds interleave the objectives; the median per objective is reported. Target from the cost model:
+<= 3x `si` for lmd, itvm, psd.
+
+    .venv/bin/python benchmarks/objective_cost.py [--steps 60] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from mgm_studies.builders import build_dataset
+from mgm_studies.config import parse_run_config
+from mgm_studies.models import VelocityMLP
+from mgm_studies.objectives import OBJECTIVES, build_objective
+from mgm_studies.training.trainer import Trainer
+
+HIDDEN, DEPTH, BATCH = 256, 4, 512
+
+
+def make_trainer(name: str) -> Trainer:
+    objective = {"name": name}
+    if "teacher" in OBJECTIVES[name][0].model_fields:
+        objective["teacher"] = {"path": "benchmark-teacher.pt"}  # replaced by an in-memory teacher below
+    config = parse_run_config(
+        {
+            "data": {"name": "checkerboard"},
+            "model": {"hidden": HIDDEN, "depth": DEPTH},
+            "objective": objective,
+            "train": {"steps": 10**6, "batch_size": BATCH, "ema_decays": [0.999]},
+            "eval": {"metrics": ["sw2"], "steps": [1], "num_samples": 2},
+        }
+    )
+    dataset = build_dataset(config)
+    interpolant = config.interpolant.build()
+    torch.manual_seed(0)
+    teacher = VelocityMLP(dataset.dim, hidden=HIDDEN, depth=DEPTH).requires_grad_(False).eval()
+    parts = (dataset, interpolant, build_objective(config.objective, interpolant, teacher))
+    return Trainer(config, parts=parts)
+
+
+def seconds_per_step(trainer: Trainer, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default="benchmarks/results/objective_cost.json")
+    args = parser.parse_args()
+    trainers = {name: make_trainer(name) for name in OBJECTIVES}
+    for trainer in trainers.values():
+        seconds_per_step(trainer, 5)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(args.rounds):
+        for name, trainer in trainers.items():
+            times[name].append(seconds_per_step(trainer, args.steps))
+    base = statistics.median(times["si"])
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; MLP {HIDDEN}x{DEPTH}, batch {BATCH}; "
+        f"{args.steps} steps x {args.rounds} rounds"
+    )
+    print(f"{'objective':<14} {'ms/step':>9} {'x si':>6}")
+    results = {}
+    for name, values in times.items():
+        median = statistics.median(values)
+        results[name] = {"seconds_per_step": values, "relative_to_si": median / base}
+        print(f"{name:<14} {1000 * median:>9.2f} {median / base:>6.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

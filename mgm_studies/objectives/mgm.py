@@ -1,0 +1,192 @@
+"""Midpoint generative models `mgm` (spec section 5; arXiv 2605.29920): a one-step generator G(z) trained
+against a critic f(y, t) that estimates the midpoint divergence.
+
+Draw t in [t_min, t_max] (inside (0, 1/2]), a hidden flip B ~ Bernoulli(p_flip), x_d ~ data, x_g = G(z), eps;
+t' = 1 - t if B else t. The critic sees the observation Y = alpha(t') x_g + beta(t') x_d + gamma(t') eps and t, never
+B or t', and regresses the displacement D = x_d - x_g (never flipped). Its optimum is E[D | Y, t], and
+D_pi(p, q) = E || E[D | Y, t] ||^2 = sup_f E[2 <f, D> - ||f||^2] is zero iff p = q when p_flip = 1/2, because a
+symmetric interpolant (alpha(t) = beta(1 - t)) makes swapping x_d and x_g the same as flipping t, which flips D.
+`sg[.]` below is stop-gradient.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from mgm_studies.configbase import StrictModel
+from mgm_studies.interpolants import Interpolant
+from mgm_studies.models.mlp import VelocityMLP
+from mgm_studies.objectives.base import Objective, ObjectiveOutput
+from mgm_studies.sampling import SampleResult, VelocityFn
+
+_Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class MGMConfig(StrictModel):
+    name: Literal["mgm"] = "mgm"
+    flip_probability: float = Field(0.5, ge=0.0, le=1.0, description="p_flip; only 1/2 keeps 'zero iff p = q'")
+    t_min: float = Field(0.05, gt=0.0, le=0.5, description="lower end of the time law, in (0, 1/2]")
+    t_max: float = Field(0.5, gt=0.0, le=0.5, description="upper end of the time law, in [t_min, 1/2]")
+    rho: float = Field(1.0, gt=0.0, description="time law power: t = (U (hi - lo) + lo)^rho on the 1/rho scale")
+    sigma_max: float = Field(0.0, ge=0.0, description="observation noise gamma(t)^2 = sigma_max t (1 - t)")
+    gen_grad: Literal["full", "stopped"] = "full"
+    critic_steps: int = Field(1, ge=1, description="critic optimiser steps per generator step")
+    warmup_steps: int = Field(0, ge=0, description="critic-only training steps before the first generator step")
+    critic_lr: float | None = Field(None, gt=0.0, description="None: train.optimizer.lr")
+    adam_betas: tuple[_Beta, _Beta] | None = Field((0.0, 0.99), description="both optimisers; None: train's")
+    critic_hidden: int = Field(256, ge=1)
+    critic_depth: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered_times(self) -> MGMConfig:
+        if self.t_min > self.t_max:
+            raise ValueError(f"t_min ({self.t_min}) must be <= t_max ({self.t_max})")
+        return self
+
+
+@dataclass(frozen=True)
+class MidpointDraw:
+    """One draw of the MGM observation. t: (B,), the time the critic sees (in [t_min, t_max], never t'); y: the
+    observation Y; displacement: D = x_d - x_g. y and displacement: (B, *data_shape)."""
+
+    t: Tensor
+    y: Tensor
+    displacement: Tensor
+
+
+class MidpointGenerativeModel(Objective):
+    """Generator phase "model" and critic phase "critic"; per-sample losses (B,) summed over data dimensions.
+
+    The critic (a `VelocityMLP`, called as f(t, Y)) is built by `attach` and owned here; the trainer gives it its
+    own optimiser through `networks`. Logs `mgm/divergence` = mean ||f(Y, t)||^2, the critic's divergence estimate.
+    """
+
+    name = "mgm"
+    model_kind = "generator"
+    needs_symmetric_interpolant = True
+
+    def __init__(self, config: MGMConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
+        super().__init__(interpolant, teacher)
+        if not interpolant.symmetric:
+            raise ValueError(
+                f"mgm needs a symmetric interpolant (alpha(t) = beta(1 - t): linear, trig or poly with n = 1), got "
+                f"{interpolant!r}: the midpoint argument swaps x_d and x_g by flipping t to 1 - t"
+            )
+        self.config = config
+        self.critic: nn.Module | None = None
+
+    # ------------------------------------------------------------------ hooks
+    def attach(self, model: nn.Module, dim: int) -> None:
+        """Build the critic f(t, y) (a `VelocityMLP`) on `model`'s device and in its dtype."""
+        reference = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0))
+        critic = VelocityMLP(dim, hidden=self.config.critic_hidden, depth=self.config.critic_depth)
+        self.critic = critic.to(device=reference.device, dtype=reference.dtype)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"critic": self._critic()}
+
+    def optimizer_options(self, phase: str) -> dict[str, Any]:
+        # Adam betas (0, 0.99) on both optimisers, as in the reference code.
+        options: dict[str, Any] = {} if self.config.adam_betas is None else {"betas": self.config.adam_betas}
+        if phase == "critic" and self.config.critic_lr is not None:
+            options["lr"] = self.config.critic_lr
+        return options
+
+    def phases(self, step: int) -> tuple[str, ...]:
+        if step < self.config.warmup_steps:
+            return ("critic",)
+        return ("critic",) * self.config.critic_steps + ("model",)
+
+    def loss(self, phase: str, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
+        if phase == "critic":
+            return self.critic_loss(model, x1, generator)
+        if phase == "model":
+            return self.generator_loss(model, x1, generator)
+        raise ValueError(f"objective 'mgm' has no phase {phase!r} (known: 'critic', 'model')")
+
+    def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
+        """The generator loss (phase "model")."""
+        return self.generator_loss(model, x1, generator)
+
+    # ------------------------------------------------------------------ draws
+    def sample_times(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        """t = (U (hi - lo) + lo)^rho with hi = t_max^(1/rho), lo = t_min^(1/rho): (n,), inside [t_min, t_max]."""
+        rho = self.config.rho
+        lo, hi = self.config.t_min ** (1 / rho), self.config.t_max ** (1 / rho)
+        u = torch.rand(n, generator=generator, device=device)
+        return (lo + (hi - lo) * u).pow(rho)
+
+    def observe(self, x_data: Tensor, x_gen: Tensor, generator: torch.Generator) -> MidpointDraw:
+        """Steps 1-3 of spec section 5 for paired batches x_data, x_gen of shape (B, *data_shape)."""
+        n, device = x_data.shape[0], x_data.device
+        t = self.sample_times(n, generator, device)
+        flipped = torch.rand(n, generator=generator, device=device) < self.config.flip_probability
+        t_obs = torch.where(flipped, 1 - t, t)
+        eps = torch.randn(x_data.shape, generator=generator, device=device)
+        # gamma(t')^2 = sigma_max t' (1 - t'): symmetric, so gamma(t') = gamma(t) and reveals nothing of B.
+        gamma = torch.sqrt(self.config.sigma_max * t_obs * (1 - t_obs))
+        shape = (-1, *[1] * (x_data.dim() - 1))
+        a, b, g = (
+            c.to(x_data.dtype).view(shape) for c in (self.interpolant.alpha(t_obs), self.interpolant.beta(t_obs), gamma)
+        )
+        y = a * x_gen + b * x_data + g * eps
+        return MidpointDraw(t=t.to(x_data.dtype), y=y, displacement=x_data - x_gen)
+
+    def _generate(self, model: nn.Module, x1: Tensor, generator: torch.Generator, *, grad: bool) -> Tensor:
+        """x_g = G(z), z ~ N(0, sigma0^2 I): the law `sample` receives its x0 from. (B, *data_shape)."""
+        z = self.interpolant.noise(tuple(x1.shape), generator, device=x1.device).to(x1.dtype)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            return model(z)
+
+    # ------------------------------------------------------------------ losses
+    def critic_loss(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
+        """||f(Y, t) - D||^2 with G(z) detached: its minimiser is f = E[D | Y, t]."""
+        critic = self._critic()
+        draw = self.observe(x1, self._generate(model, x1, generator, grad=False), generator)
+        f = critic(draw.t, draw.y)
+        loss = (f - draw.displacement).square().flatten(1).sum(dim=1)
+        return ObjectiveOutput(loss=loss, diagnostics=self._diagnostics(f))
+
+    def generator_loss(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
+        """full: 2 <f(Y, t), D> - ||f(Y, t)||^2 through D and Y; stopped: -2 <G(z), sg[f(Y, t)]>, Y from sg[G(z)].
+
+        The critic's parameters are frozen (passed detached), so no gradient reaches them; the graph runs through
+        its input Y. Never 'maximise the critic's error': that drops the ||f||^2 term (spec section 5).
+        """
+        critic = self._critic()
+        if self.config.gen_grad == "full":
+            draw = self.observe(x1, self._generate(model, x1, generator, grad=True), generator)
+            frozen = {name: p.detach() for name, p in critic.named_parameters()}
+            f = functional_call(critic, frozen, (draw.t, draw.y))
+            loss = (2 * f * draw.displacement - f.square()).flatten(1).sum(dim=1)
+        else:
+            x_gen = self._generate(model, x1, generator, grad=True)
+            draw = self.observe(x1, x_gen.detach(), generator)
+            with torch.no_grad():
+                f = critic(draw.t, draw.y)
+            loss = -2 * (x_gen * f).flatten(1).sum(dim=1)
+        return ObjectiveOutput(loss=loss, diagnostics=self._diagnostics(f))
+
+    # ------------------------------------------------------------------ sampling and helpers
+    def sample(self, model: nn.Module, x0: Tensor, num_steps: int) -> SampleResult:
+        """x = G(x0): a one-step generator, NFE = 1 whatever `num_steps` is (every K gives the same samples)."""
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        with torch.no_grad():
+            return SampleResult(x=model(x0), nfe=1)
+
+    def _critic(self) -> nn.Module:
+        if self.critic is None:
+            raise RuntimeError("mgm's critic is built by attach(model, dim); call it before training")
+        return self.critic
+
+    @staticmethod
+    def _diagnostics(f: Tensor) -> dict[str, Tensor]:
+        return {"mgm/divergence": f.detach().square().flatten(1).sum(dim=1).mean()}
