@@ -47,7 +47,7 @@ class TrainResult:
 class _Pending:
     step: int
     names: list[str]  # `loss`, `grad_norm`, `loss/<phase>`, ..., then diagnostics
-    values: Tensor  # (len(names),) on the device
+    values: list[Tensor]  # 0-d tensors on the device, one per name
     lr: float
 
 
@@ -127,14 +127,14 @@ class Trainer:
             values.append(loss.detach())
             if train.grad_clip is not None:
                 names.append("grad_norm" + suffix)
-                values.append(torch.nn.utils.clip_grad_norm_(network.parameters(), train.grad_clip).float())
+                values.append(torch.nn.utils.clip_grad_norm_(network.parameters(), train.grad_clip))
             optimizer.step()
             self.objective.after_step(self.model, phase, self.step)
             names.extend(output.diagnostics)
             values.extend(v.detach().float() for v in output.diagnostics.values())
         self.ema.update(self.model, self.step)
         self.step += 1
-        return _Pending(self.step, names, torch.stack(values), self.base_lrs["model"] * factor)
+        return _Pending(self.step, names, values, self.base_lrs["model"] * factor)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         # A disabled torch.autocast still costs tens of microseconds a step: skip it for float32.
@@ -177,7 +177,7 @@ class Trainer:
 
     def _flush(self, pending: list[_Pending], started: float, start_step: int) -> int | None:
         """Report the pending steps; return the first step whose loss or gradient norm is not finite, else None."""
-        values = torch.cat([p.values for p in pending]).cpu().tolist()  # one host copy for the whole window
+        values = torch.stack([v for p in pending for v in p.values]).cpu().tolist()  # one host copy per window
         offset = 0
         for p in pending:
             scalars = dict(zip(p.names, values[offset : offset + len(p.names)], strict=True))
