@@ -50,7 +50,7 @@ def build_model(config: MLPConfig, dim: int, kind: str) -> nn.Module:
     if kind == "velocity":
         return VelocityMLP(dim, **options)
     if kind == "two_time":
-        return TwoTimeMLP(dim, **options)
+        return TwoTimeMLP(dim, **options, time_pair=config.time_pair)
     if kind == "generator":  # a one-step generator G(z) has no time input
         return GeneratorMLP(dim, hidden=config.hidden, depth=config.depth, activation=config.activation)
     raise ValueError(f"no model for kind {kind!r}")

@@ -59,6 +59,7 @@ class MLPConfig(StrictModel):
     time_embedding: Literal["sinusoidal", "fourier"] = "sinusoidal"
     embedding_dim: PositiveInt = 64
     activation: Literal["silu", "gelu", "relu"] = "silu"
+    time_pair: Literal["s_gap", "s_t"] = Field("s_gap", description="two-time models: embed (s, t - s) or (s, t)")
 
     @field_validator("embedding_dim")
     @classmethod

@@ -131,3 +131,11 @@ def test_config_hash_ignores_the_run_name_only():
 @pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path, mlflow_env, capsys):
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_the_two_time_embedding_pair_reaches_the_model():
+    from mgm_studies.builders import build_model
+
+    config = parse_run_config({**small_config(), "model": {"hidden": 16, "time_pair": "s_t"}})
+    assert build_model(config.model, 2, "two_time").time_pair == "s_t"
+    assert build_model(parse_run_config(small_config()).model, 2, "two_time").time_pair == "s_gap"
