@@ -11,12 +11,11 @@ and generator). Rounds interleave the objectives; the median per objective is re
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _results import write_results
 
 from mgm_studies.builders import build_dataset
 from mgm_studies.config import parse_run_config
@@ -79,10 +78,7 @@ def main() -> None:
         median = statistics.median(values)
         results[name] = {"seconds_per_step": values, "relative_to_si": median / base}
         print(f"{name:<14} {1000 * median:>9.2f} {median / base:>6.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ machine's speed. Target: Trainer / bare >= 0.95.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _results import write_results
 
 from mgm_studies.builders import build_model
 from mgm_studies.config import parse_run_config
@@ -114,10 +113,7 @@ def main() -> None:
         print(
             f"{name:<20} {statistics.median(ours):>16.1f} {statistics.median(bare):>13.1f} {ratio:>7.3f} {spread:>14}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":
