@@ -165,3 +165,26 @@ def test_mgm_trains_generator_and_critic_through_the_trainer_and_refuses_vp(tmp_
     assert set(state["networks"]) == {"critic"} and set(state["optimizers"]) == {"model", "critic"}
     with pytest.raises(ConfigError, match="symmetric"):
         parse_run_config(small_config(objective={"name": "mgm"}, interpolant={"schedule": "vp"}))
+
+
+def test_mgm_one_step_generator_learns_eight_gaussians():
+    """Measured: kl/nfe-1 8.94 -> 1.33 (seed 0) and -> 1.42 (seed 1) in 1000 steps (about 10 s on 2 cores)."""
+    config = parse_run_config(
+        {
+            "data": {"name": "eight_gaussians"},
+            "model": {"hidden": 128, "depth": 3},
+            "objective": {"name": "mgm", "critic_hidden": 128, "critic_depth": 3},
+            "train": {
+                "steps": 1000,
+                "batch_size": 256,
+                "ema_decays": [0.99],
+                "checkpoint_interval": 10**6,
+                "optimizer": {"lr": 5e-4},
+            },
+            "eval": {"metrics": ["kl"], "steps": [1], "num_samples": 10000},
+        }
+    )
+    trainer = Trainer(config)
+    initial = trainer.run_evaluation().metrics["kl/nfe-1"]
+    final = trainer.run().metrics["kl/nfe-1"]
+    assert final < 0.3 * initial, (initial, final)
