@@ -159,7 +159,8 @@ def test_mgm_trains_generator_and_critic_through_the_trainer_and_refuses_vp(tmp_
     assert set(trainer.optimizers) == {"model", "critic"}
     assert trainer.run().status == "finished"
     assert "loss" not in reporter.scalars[5] and "loss/critic" in reporter.scalars[5]  # warm-up: critic only
-    assert {"loss", "loss/critic", "mgm/divergence"} <= set(reporter.scalars[20])
+    assert "mgm/divergence" not in reporter.scalars[5] and "mgm/divergence/critic" in reporter.scalars[5]
+    assert {"loss", "loss/critic", "mgm/divergence", "mgm/divergence/critic"} <= set(reporter.scalars[20])
     assert trainer.last_evaluation.metrics["fevals/nfe-1"] == 1
     state = torch.load(next(tmp_path.glob("ckpt-*.pt")), weights_only=True)
     assert set(state["networks"]) == {"critic"} and set(state["optimizers"]) == {"model", "critic"}

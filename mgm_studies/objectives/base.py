@@ -45,6 +45,11 @@ class Objective(abc.ABC):
     needs_symmetric_interpolant: ClassVar[bool] = False
 
     def __init__(self, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
+        if self.needs_symmetric_interpolant and not interpolant.symmetric:
+            raise ValueError(
+                f"objective {self.name!r} needs a symmetric interpolant (alpha(t) = beta(1 - t): linear, trig or poly "
+                f"with n = 1), got {interpolant!r}: the midpoint argument swaps data and samples by flipping t to 1 - t"
+            )
         self.interpolant = interpolant
         self.teacher = teacher
         self.teacher_source: str | None = None  # "run:<id>" or "path:<file>", set by whoever loaded the teacher

@@ -86,8 +86,8 @@ class EMATarget:
     def update(self, model: nn.Module) -> None:
         """target <- decay target + (1 - decay) model, parameter by parameter; buffers are copied."""
         network = self.network
-        for target, source in zip(network.parameters(), model.parameters(), strict=True):
-            target.lerp_(source.detach(), 1.0 - self.decay)
+        # One fused update over all parameters, as the trainer's evaluation EMAs do (training/ema.py).
+        torch._foreach_lerp_(list(network.parameters()), [p.detach() for p in model.parameters()], 1.0 - self.decay)
         for target, source in zip(network.buffers(), model.buffers(), strict=True):
             target.copy_(source)
 

@@ -73,12 +73,7 @@ class MidpointGenerativeModel(Objective):
     needs_symmetric_interpolant = True
 
     def __init__(self, config: MGMConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
-        super().__init__(interpolant, teacher)
-        if not interpolant.symmetric:
-            raise ValueError(
-                f"mgm needs a symmetric interpolant (alpha(t) = beta(1 - t): linear, trig or poly with n = 1), got "
-                f"{interpolant!r}: the midpoint argument swaps x_d and x_g by flipping t to 1 - t"
-            )
+        super().__init__(interpolant, teacher)  # refuses a non-symmetric interpolant (needs_symmetric_interpolant)
         self.config = config
         self.critic: nn.Module | None = None
 

@@ -12,6 +12,7 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -130,7 +131,8 @@ class Trainer:
                 values.append(torch.nn.utils.clip_grad_norm_(network.parameters(), train.grad_clip))
             optimizer.step()
             self.objective.after_step(self.model, phase, self.step)
-            names.extend(output.diagnostics)
+            # Named per phase like the losses, so a critic step's diagnostics do not overwrite the generator's.
+            names.extend(name + suffix for name in output.diagnostics)
             values.extend(v.detach().float() for v in output.diagnostics.values())
         self.ema.update(self.model, self.step)
         self.step += 1
@@ -142,8 +144,12 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def run(self) -> TrainResult:
-        """Train to `train.num_steps`, evaluating every `eval.interval` steps and at the end."""
+    def run(self, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+        """Train to `train.num_steps`, evaluating every `eval.interval` steps and at the end.
+
+        `should_stop` is polled after every step (e.g. a Ctrl-C flag): when it says so, the pending steps are
+        reported, a checkpoint is written, and KeyboardInterrupt is raised at that clean point.
+        """
         train, interval = self.config.train, self.config.eval.interval
         total = train.num_steps
         pending: list[_Pending] = []
@@ -156,7 +162,8 @@ class Trainer:
             step = self.step
             due_checkpoint = step % train.checkpoint_interval == 0 or step == total
             due_eval = interval > 0 and step % interval == 0 and step < total
-            if len(pending) >= train.log_interval or due_checkpoint or due_eval:
+            stopping = should_stop is not None and should_stop()
+            if len(pending) >= train.log_interval or due_checkpoint or due_eval or stopping:
                 bar.update(len(pending))
                 diverged_at = self._flush(pending, started, start_step)
                 pending = []
@@ -164,8 +171,11 @@ class Trainer:
                     bar.close()
                     return TrainResult("diverged", diverged_at, checkpoint=self._latest())
                 bar.set_postfix(loss=f"{self._last_loss:.4g}")
-            if due_checkpoint:
+            if due_checkpoint or stopping:
                 self.save()
+            if stopping:
+                bar.close()
+                raise KeyboardInterrupt(f"stopped on request after step {step}")
             if due_eval:
                 self.run_evaluation()
         bar.close()
