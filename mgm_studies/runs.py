@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -37,7 +41,8 @@ def train_tracked(
         )
         if trainer.resumed_from is not None:
             print(f"resuming from {trainer.resumed_from} (step {trainer.step})", file=sys.stderr)
-        result = trainer.run()
+        with _ctrl_c_stops_at_a_step() as stop_requested:
+            result = trainer.run(should_stop=stop_requested)
         reporter.flush()
     except KeyboardInterrupt:
         reporter.flush()
@@ -53,3 +58,26 @@ def train_tracked(
         tracking.log_final_model(client, run_id, trainer.export())
         tracking.finish_run(client, run_id, "finished")
     return result
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops_at_a_step() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks the Trainer to stop after its current step (pending losses reported, a checkpoint
+    written), so no KeyboardInterrupt lands in the middle of an MLflow or checkpoint write; a second one interrupts
+    at once. Only the main thread can own signal handlers: elsewhere Ctrl-C keeps its default behaviour."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        print("stopping after this step (Ctrl-C again to interrupt at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
