@@ -210,7 +210,7 @@ def test_config_rejects_bad_options():
     adapter = pydantic.TypeAdapter(ObjectiveConfig)
     teacher = {"run": "some-run"}
     config = adapter.validate_python({"name": "itvm", "teacher": teacher, "intermediate_time": "uniform"})
-    assert (config.tau, config.target_ema, config.lambda_initial, config.detach_start) == (0.1, 0.999, 1.0, False)
+    assert (config.tau, config.target_ema, config.lambda_initial, config.detach_start) == (0.1, 0.9, 1.0, False)
     for bad in (
         {"name": "itvm"},  # names its teacher
         {"name": "itvm", "teacher": teacher, "tau": 0.0},
