@@ -80,6 +80,11 @@ class EMATarget:
         self._network = copy.deepcopy(model).eval().requires_grad_(False)
 
     @property
+    def attached(self) -> bool:
+        """Whether `attach` built the network (pfmm with a teacher reference never does)."""
+        return self._network is not None
+
+    @property
     def network(self) -> nn.Module:
         if self._network is None:
             raise RuntimeError("the EMA target network is built by `attach(model, dim)`: call it before the loss")
