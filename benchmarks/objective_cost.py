@@ -5,7 +5,7 @@ quality, is what is measured). A step is everything the Trainer does for one ste
 and generator). Rounds interleave the objectives; the median per objective is reported. Target from the cost model:
 <= 3x `si` for lmd, itvm, psd.
 
-    .venv/bin/python benchmarks/objective_cost.py [--steps 60] [--rounds 5]
+    .venv/bin/python benchmarks/objective_cost.py [--steps 60] [--rounds 5] [--device cuda] [--batch 512]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mgm_studies.training.trainer import Trainer
 HIDDEN, DEPTH, BATCH = 256, 4, 512
 
 
-def make_trainer(name: str) -> Trainer:
+def make_trainer(name: str, device: str = "cpu", batch: int = BATCH) -> Trainer:
     objective = {"name": name}
     if "teacher" in OBJECTIVES[name][0].model_fields:
         objective["teacher"] = {"path": "benchmark-teacher.pt"}  # replaced by an in-memory teacher below
@@ -35,32 +35,43 @@ def make_trainer(name: str) -> Trainer:
             "data": {"name": "checkerboard"},
             "model": {"hidden": HIDDEN, "depth": DEPTH},
             "objective": objective,
-            "train": {"steps": 10**6, "batch_size": BATCH, "ema_decays": [0.999]},
+            "train": {"steps": 10**6, "batch_size": batch, "ema_decays": [0.999]},
             "eval": {"metrics": ["sw2"], "steps": [1], "num_samples": 2},
         }
     )
     dataset = build_dataset(config)
     interpolant = config.interpolant.build()
     torch.manual_seed(0)
-    teacher = VelocityMLP(dataset.dim, hidden=HIDDEN, depth=DEPTH).requires_grad_(False).eval()
+    teacher = VelocityMLP(dataset.dim, hidden=HIDDEN, depth=DEPTH).requires_grad_(False).eval().to(device)
     parts = (dataset, interpolant, build_objective(config.objective, interpolant, teacher))
-    return Trainer(config, parts=parts)
+    return Trainer(config, parts=parts, device=device)
 
 
 def seconds_per_step(trainer: Trainer, steps: int) -> float:
+    synchronize = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
+    synchronize()
     return (time.perf_counter() - start) / steps
+
+
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--out", default="benchmarks/results/objective_cost.json")
     args = parser.parse_args()
-    trainers = {name: make_trainer(name) for name in OBJECTIVES}
+    trainers = {name: make_trainer(name, args.device, args.batch) for name in OBJECTIVES}
     for trainer in trainers.values():
         seconds_per_step(trainer, 5)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in trainers}
@@ -69,7 +80,7 @@ def main() -> None:
             times[name].append(seconds_per_step(trainer, args.steps))
     base = statistics.median(times["si"])
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; MLP {HIDDEN}x{DEPTH}, batch {BATCH}; "
+        f"torch {torch.__version__}, {_device_name(args.device)}; MLP {HIDDEN}x{DEPTH}, batch {args.batch}; "
         f"{args.steps} steps x {args.rounds} rounds"
     )
     print(f"{'objective':<14} {'ms/step':>9} {'x si':>6}")

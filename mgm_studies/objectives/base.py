@@ -75,6 +75,10 @@ class Objective(abc.ABC):
         """Overrides of `train.optimizer` (lr, betas, ...) for the optimiser of `phase`."""
         return {}
 
+    def begin_step(self, step: int, total_steps: int) -> None:
+        """Called at the start of training step `step` (0-based) of `total_steps`, also after a resume: for options
+        that follow a schedule (e.g. the annealed cap on t - s of the flow maps). Must be a function of the step."""
+
     def phases(self, step: int) -> tuple[str, ...]:
         """The optimiser steps of training step `step` (0-based), in order."""
         return ("model",)

@@ -113,6 +113,7 @@ class Trainer:
         factor = lr_factor(train.lr_schedule, self.step, train.num_steps)
         names: list[str] = []
         values: list[Tensor] = []
+        self.objective.begin_step(self.step, train.num_steps)
         for phase in self.objective.phases(self.step):
             optimizer, network = self.optimizers[phase], self.networks[phase]
             for group in optimizer.param_groups:

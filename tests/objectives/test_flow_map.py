@@ -194,6 +194,27 @@ def test_pairs_are_ordered_inside_the_interval_and_respect_the_gap_cap(max_gap):
         assert abs(s.mean().item() - (0.01 + 0.98 / 3)) < 0.01
 
 
+def test_the_annealed_gap_cap_grows_linearly_to_one_and_bounds_the_drawn_pairs():
+    config = make_config("lsd", max_gap=0.2, max_gap_anneal=0.5)
+    assert [config.gap_cap(step, 1000) for step in (0, 250, 500, 900)] == pytest.approx([0.2, 0.6, 1.0, 1.0])
+    assert make_config("lsd", max_gap=0.2).gap_cap(900, 1000) == 0.2 and make_config("lsd").gap_cap(5, 10) is None
+    objective = build_objective(config, Interpolant("linear", "none"))
+    model = TwoTimeMLP(2, hidden=16, depth=2, embedding_dim=8)
+    for step, cap in ((0, 0.2), (250, 0.6)):
+        objective.begin_step(step, 1000)
+        with torch.no_grad():
+            output = objective(model, torch.randn(4096, 2), torch.Generator().manual_seed(step))
+        assert output.diagnostics["time/max_gap"].item() == pytest.approx(cap)
+    draws = []
+    original = objective.offdiagonal_residual
+    objective.offdiagonal_residual = lambda m, s, t, xs, g: draws.append(t - s) or original(m, s, t, xs, g)
+    for step in (0, 250):
+        objective.begin_step(step, 1000)
+        with torch.no_grad():
+            objective(model, torch.randn(4096, 2), torch.Generator().manual_seed(9))
+    assert draws[0].max() <= 0.2 and 0.5 < draws[1].max() <= 0.6
+
+
 def test_config_rejects_misspelt_options_bad_eta_and_options_it_does_not_have():
     adapter = pydantic.TypeAdapter(ObjectiveConfig)
     teacher = {"run": "some-run"}
@@ -207,6 +228,8 @@ def test_config_rejects_misspelt_options_bad_eta_and_options_it_does_not_have():
         {"name": "psd_midpoint", "derivative": "jvp"},
         {"name": "lsd", "derivative": "autograd"},
         {"name": "esd", "max_gap": 0.0},
+        {"name": "lsd", "max_gap_anneal": 0.5},  # annealing needs a cap to start from
+        {"name": "lsd", "max_gap": 0.1, "max_gap_anneal": 0.0},
     ):
         with pytest.raises(pydantic.ValidationError):
             adapter.validate_python(bad)
