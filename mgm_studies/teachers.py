@@ -12,16 +12,18 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlflow.tracking import MlflowClient
 from torch import nn
 
-from mgm_studies import tracking
 from mgm_studies.builders import build_dataset
 from mgm_studies.config import InterpolantConfig, RunConfig, load_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.exported import ExportedModel, load_exported
 from mgm_studies.objectives.teacher_config import TeacherConfig
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 FIELD = "objective.teacher"
 
@@ -57,6 +59,8 @@ def load_teacher(
         if not path.is_file():
             raise ConfigError.single(f"{FIELD}.path", f"no checkpoint file {str(path)!r}")
         return _frozen(_load(path, ema, device), interpolant, dim, f"path:{path}", None)
+    from mgm_studies import tracking  # here, not at the top: a path teacher needs no MLflow (e.g. on a GPU node)
+
     client = tracking.client()
     if teacher.run is not None:
         return _from_run(client, teacher.run, ema, interpolant, dim, device, f"{FIELD}.run")
@@ -87,6 +91,8 @@ def check_compatible(teacher: RunConfig, interpolant: InterpolantConfig) -> None
 
 def find_finished_run(client: MlflowClient, config_hash: str) -> str | None:
     """The newest finished run, in any experiment, whose resolved config has `config_hash`."""
+    from mgm_studies import tracking
+
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return None
@@ -103,6 +109,7 @@ def train_teacher(client: MlflowClient, config: RunConfig, *, device: str, exper
     """Train a teacher config as its own tracked run; returns its run id, or raises if it did not finish."""
     import os
 
+    from mgm_studies import tracking
     from mgm_studies.builders import build_run
     from mgm_studies.runs import train_tracked
 
@@ -120,6 +127,8 @@ def train_teacher(client: MlflowClient, config: RunConfig, *, device: str, exper
 
 def _from_run(client, run_id: str, ema, interpolant: InterpolantConfig, dim: int, device: str, field: str) -> Teacher:
     from mlflow.exceptions import MlflowException
+
+    from mgm_studies import tracking
 
     try:
         run = client.get_run(run_id)
