@@ -16,6 +16,7 @@ import contextlib
 import copy
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -145,6 +146,7 @@ def main() -> None:
         try:
             result = run()
         except Exception as error:  # report every check, even when one breaks
+            traceback.print_exc()
             result = {"error": f"{type(error).__name__}: {error}"}
         if result is not None:
             out[check] = result

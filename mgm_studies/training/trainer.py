@@ -78,7 +78,7 @@ class Trainer:
         self.reporter = reporter or NullReporter()
         self.rank, self.world_size = rank, world_size
         self.progress = progress
-        self.dataset, self.interpolant, self.objective = parts or build_run(config)
+        self.dataset, self.interpolant, self.objective = parts or build_run(config, device=str(self.device))
         train = config.train
         with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the caller's RNG
             torch.manual_seed(train.seed)
