@@ -217,6 +217,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mgm_studies.studies.sweep import run_sweep_command
+
+    return run_sweep_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgm-studies", description=__doc__, epilog=EPILOG)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -275,6 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, required=True)
     p.add_argument("--out", required=True, help="output .parquet file")
     p.set_defaults(handler=cmd_sample)
+
+    p = verbs.add_parser(
+        "sweep",
+        help="run a search space as a Ray Tune study, tracked in MLflow",
+        description=(
+            "Run the study SPACE.yaml: Ray Tune trials (Optuna, random or grid search; FIFO or ASHA), each training "
+            "the run config with one set of values; one MLflow parent run per sweep and a child run per trial. "
+            "Ctrl-C stops cleanly; --resume continues an interrupted sweep, re-running only unfinished trials."
+        ),
+    )
+    p.add_argument("space", metavar="SPACE", help="search space (YAML), e.g. search_spaces/demo.yaml")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this space")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--storage", help="Ray Tune storage path or URI (default ./ray_results; shared on clusters)")
+    p.add_argument("--experiment", help="MLflow experiment (default: the study name)")
+    p.add_argument("--num-samples", type=int, help="override search.num_samples")
+    p.add_argument("--max-concurrent", type=int, help="override search.max_concurrent")
+    p.add_argument("--quiet", action="store_true", help="no Tune progress table")
+    p.set_defaults(handler=cmd_sweep)
 
     p = verbs.add_parser(
         "validate",

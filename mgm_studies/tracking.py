@@ -21,9 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from mgm_studies.config import RunConfig, flatten
 from mgm_studies.plots import close, samples_figure
-from mgm_studies.training.reporter import Evaluation
+from mgm_studies.training.reporter import Evaluation, NullReporter
 
-TAG_STATUS = "mgm.status"  # finished | diverged | interrupted | error
+TAG_STATUS = "mgm.status"  # running | finished | diverged | interrupted | stopped | error
 TAG_CHECKPOINT_DIR = "mgm.checkpoint_dir"
 CONFIG_ARTIFACT = "config.json"
 MODEL_ARTIFACT = "checkpoints/final.pt"
@@ -117,11 +117,14 @@ def start_run(
 
 
 def finish_run(mlflow_client: MlflowClient, run_id: str, status: str, *, tags: Mapping[str, str] | None = None) -> None:
-    """Close the run: `finished` -> FINISHED, `interrupted` -> KILLED, anything else -> FAILED."""
+    """Close the run: `finished` -> FINISHED, `interrupted` and `stopped` (early, by a sweep's scheduler) -> KILLED,
+    anything else (`diverged`, `error`) -> FAILED."""
     for key, value in (tags or {}).items():
         mlflow_client.set_tag(run_id, key, value)
     mlflow_client.set_tag(run_id, TAG_STATUS, status)
-    terminal = {"finished": RunStatus.FINISHED, "interrupted": RunStatus.KILLED}.get(status, RunStatus.FAILED)
+    terminal = {"finished": RunStatus.FINISHED, "interrupted": RunStatus.KILLED, "stopped": RunStatus.KILLED}.get(
+        status, RunStatus.FAILED
+    )
     mlflow_client.set_terminated(run_id, RunStatus.to_string(terminal))
 
 
@@ -129,7 +132,7 @@ def download(mlflow_client: MlflowClient, run_id: str, artifact: str, into: Path
     return Path(mlflow_client.download_artifacts(run_id, artifact, str(into)))
 
 
-class MlflowReporter:
+class MlflowReporter(NullReporter):
     """Writes what the Trainer reports into one MLflow run.
 
     Per-step scalars are buffered and sent with `log_batch` (1000 at a time, and before every evaluation), so

@@ -34,6 +34,10 @@ class Reporter(Protocol):
     def report_checkpoint(self, step: int, path: Path) -> None:
         """A resumable checkpoint was written at `path` after step `step`."""
 
+    def report_peer_evaluation(self, step: int) -> None:
+        """On ranks other than 0, where rank 0 reports an evaluation: Ray Train's report is a collective that every
+        rank must join the same number of times."""
+
 
 class NullReporter:
     """Records nothing: plain runs in tests and benchmarks."""
@@ -45,6 +49,9 @@ class NullReporter:
         pass
 
     def report_checkpoint(self, step: int, path: Path) -> None:
+        pass
+
+    def report_peer_evaluation(self, step: int) -> None:
         pass
 
 

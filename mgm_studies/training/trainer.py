@@ -124,6 +124,8 @@ class Trainer:
             loss = output.loss.float().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.world_size > 1:
+                _average_gradients(network, self.world_size)
             suffix = "" if phase == "model" else f"/{phase}"
             names.append("loss" + suffix)
             values.append(loss.detach())
@@ -210,6 +212,7 @@ class Trainer:
 
     def run_evaluation(self) -> Evaluation | None:
         if self.rank != 0:
+            self.reporter.report_peer_evaluation(self.step)
             return None
         evaluation = evaluate(
             self.evaluation_model(),
@@ -272,6 +275,27 @@ class Trainer:
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
         }
+
+
+def _average_gradients(network: torch.nn.Module, world_size: int) -> None:
+    """Data-parallel gradient sync: every rank ends with the mean gradient over ranks.
+
+    An explicit all-reduce after `backward` rather than DistributedDataParallel's hooks: it is correct whatever the
+    loss does inside (forward-mode JVPs through `torch.func`, several calls of the network, owned networks), and
+    with identical initial weights (same seed on every rank) the ranks stay identical step after step.
+    """
+    import torch.distributed as dist
+
+    grads = [p.grad for p in network.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _optimizer(network: torch.nn.Module, train, overrides: dict) -> torch.optim.Optimizer:

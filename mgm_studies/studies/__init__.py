@@ -1,0 +1,1 @@
+"""Studies: search spaces (`space.py`) and sweeps over them with Ray Tune (`sweep.py`)."""

@@ -1,0 +1,365 @@
+"""A study's sweep: Ray Tune trials over a search space, tracked in MLflow (platform.md, "The path a study takes").
+
+- Search: Optuna (TPE, NSGA-II, random) through `OptunaSearch`, seeds repeated with Tune's `Repeater`; or a grid
+  (`tune.grid_search` over every axis and the seeds). Scheduler FIFO or ASHA on the first metric, deciding at
+  evaluations (`training_iteration` counts a trial's evaluations).
+- Each trial trains one run config through an executor (`training/ray_train.py`): `inline` (the Trainer in the trial
+  process) or `train` (a Ray Train `TorchTrainer`); `auto` takes `train` for more than one worker.
+- MLflow: experiment = study name, one parent run per sweep, written only by `MlflowSweepCallback` on this driver.
+- The sweep's name is the study name plus the space hash, so the same space finds its own sweep again: `--resume`
+  restores it (`Tuner.restore(..., resume_errored=True)`); unfinished trials continue from their checkpoints.
+- Teachers named by config are trained once here, before any trial starts, and found by their config hash by the
+  trials.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Metric, Param
+
+from mgm_studies import tracking
+from mgm_studies.config import RunConfig
+from mgm_studies.configbase import ConfigError
+from mgm_studies.studies.space import StudySpec, load_study_spec
+from mgm_studies.training import ray_train
+
+TRIAL_INDEX = "__trial_index__"  # set by Tune's Repeater: which of the study's seeds a repeated trial runs
+SEED_KEY = "train.seed"
+
+
+# ---------------------------------------------------------------------- trial configs
+def trial_run_config(study: StudySpec, params: dict[str, Any]) -> RunConfig:
+    """The run config of the trial whose Tune config is `params` (searcher labels -> values, the seed)."""
+    values = {}
+    for key, axis in study.space.items():
+        label = params[key]
+        values[key] = axis.value_for(label) if axis.kind in ("choice", "grid") else label
+    if SEED_KEY in params and SEED_KEY not in study.space:
+        seed = int(params[SEED_KEY])
+    elif TRIAL_INDEX in params:
+        seed = study.seeds[int(params[TRIAL_INDEX]) % len(study.seeds)]
+    else:
+        seed = study.seeds[0]
+    return study.trial_config(values, seed)
+
+
+def executor_of(config: RunConfig) -> str:
+    """`resources.executor`, with `auto`: `train` (Ray Train workers) for more than one worker, else `inline`."""
+    executor = config.resources.executor
+    if executor == "auto":
+        return "train" if config.resources.workers > 1 else "inline"
+    return executor
+
+
+def _trial(params: dict[str, Any], *, study: StudySpec, tracking_uri: str) -> None:
+    """The Tune function trainable: one run config, trained by its executor."""
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # teachers are looked up (read only) by config hash
+    config = trial_run_config(study, params)
+    if executor_of(config) == "train":
+        ray_train.run_torch_trainer(config, metrics=study.metric, modes=study.mode, tracking_uri=tracking_uri)
+    else:
+        ray_train.run_inline(config, metrics=study.metric, modes=study.mode)
+
+
+# ---------------------------------------------------------------------- search
+def _optuna_space(study: StudySpec) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space: dict[str, Any] = {}
+    for key, axis in study.space.items():
+        if axis.kind in ("choice", "grid"):
+            space[key] = CategoricalDistribution(axis.labels())
+        elif axis.kind == "int":
+            space[key] = IntDistribution(int(axis.values[0]), int(axis.values[1]))
+        else:
+            space[key] = FloatDistribution(float(axis.values[0]), float(axis.values[1]), log=axis.kind == "loguniform")
+    return space
+
+
+def _search(study: StudySpec, num_samples: int) -> tuple[Any, dict[str, Any], int]:
+    """(search algorithm or None, Tune param_space, Tune num_samples)."""
+    from ray import tune
+
+    seeds, algorithm = study.seeds, study.search.algorithm
+    if algorithm == "grid":
+        space: dict[str, Any] = {key: tune.grid_search(axis.labels()) for key, axis in study.space.items()}
+        if SEED_KEY not in study.space:
+            space[SEED_KEY] = tune.grid_search(list(seeds))
+        return None, space, num_samples
+    import optuna
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = study.search.seed
+    sampler = {
+        "optuna": lambda: optuna.samplers.TPESampler(seed=seed),
+        "optuna-nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }[algorithm]()
+    multi = study.multi_objective
+    searcher = OptunaSearch(
+        space=_optuna_space(study),
+        metric=study.metric if multi else study.metric[0],
+        mode=study.mode if multi else study.mode[0],
+        sampler=sampler,
+    )
+    if len(seeds) > 1:
+        searcher = Repeater(searcher, repeat=len(seeds), set_index=True)
+    return searcher, {}, num_samples * len(seeds)
+
+
+def _scheduler(study: StudySpec, base: RunConfig):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    spec = study.search.scheduler
+    if spec.name == "fifo":
+        return FIFOScheduler()
+    evaluations = math.ceil(base.train.num_steps / base.eval.interval)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=study.metric[0],
+        mode=study.mode[0],
+        max_t=max(evaluations, 1),
+        grace_period=min(spec.grace_period, max(evaluations, 1)),
+        reduction_factor=spec.reduction_factor,
+    )
+
+
+# ---------------------------------------------------------------------- teachers and the parent run
+def _variants(study: StudySpec) -> list[dict[str, Any]]:
+    """The default assignment, and each choice/grid value of each axis with the others at their defaults."""
+    default = study.default_params()
+    variants = [default]
+    for key, axis in study.space.items():
+        if axis.kind in ("choice", "grid"):
+            variants.extend({**default, key: value} for value in axis.values)
+    return variants
+
+
+def prepare_teachers(study: StudySpec) -> list[str]:
+    """Train (once) every teacher named by config in the study, before trials start; returns their sources."""
+    from mgm_studies.builders import build_run
+
+    sources, seen = [], set()
+    for values in _variants(study):
+        config = study.trial_config(values, study.seeds[0])
+        teacher = getattr(config.objective, "teacher", None)
+        if teacher is None or teacher.config is None or teacher.config in seen:
+            continue
+        seen.add(teacher.config)
+        _, _, objective = build_run(config, teachers="load")
+        sources.append(objective.teacher_source)
+    return sources
+
+
+def _parent_run(client, experiment_id: str, study: StudySpec, sweep: str, storage_path: str) -> tuple[str, bool]:
+    """The sweep's parent run: found by its sweep tag (a resume), else created. Returns (run id, created)."""
+    from mgm_studies.studies.mlflow_sweep import TAG_KIND, TAG_SWEEP
+
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_KIND}` = 'sweep'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id, False
+    search = study.search
+    tags = {
+        TAG_SWEEP: sweep,
+        TAG_KIND: "sweep",
+        "mgm.study": study.name,
+        "mgm.space_hash": study.space_hash(),
+        "mgm.storage": storage_path,
+        "mgm.code_version": tracking.code_version(),
+        tracking.TAG_STATUS: "running",
+    }
+    run_id = client.create_run(experiment_id, run_name=f"sweep-{sweep}", tags=tags).info.run_id
+    params = {
+        "search.algorithm": search.algorithm,
+        "search.num_samples": search.num_samples,
+        "search.max_concurrent": search.max_concurrent,
+        "search.seed": search.seed,
+        "search.scheduler": search.scheduler.model_dump_json(),
+        "metric": ",".join(study.metric),
+        "mode": ",".join(study.mode),
+        "seeds": ",".join(map(str, study.seeds)),
+        "swept": ",".join(study.space),
+    }
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    text = study.source.read_text() if study.source is not None else yaml.safe_dump(study.model_dump(mode="json"))
+    client.log_text(run_id, text, "space.yaml")
+    return run_id, True
+
+
+# ---------------------------------------------------------------------- the sweep
+@dataclass
+class SweepOutcome:
+    sweep: str
+    path: str
+    parent_run_id: str
+    statuses: dict[str, int] = field(default_factory=dict)  # mgm.status -> number of trials
+    best: dict[str, tuple[str, float, dict]] = field(default_factory=dict)  # metric -> (child run id, value, params)
+    interrupted: bool = False
+
+
+def sweep_name(study: StudySpec) -> str:
+    return f"{study.name}-{study.space_hash()}"
+
+
+def _storage_path(storage: str | None) -> str:
+    if storage and "://" in storage:
+        return storage.rstrip("/")
+    return str(Path(storage or "ray_results").resolve())
+
+
+def run_sweep(
+    study: StudySpec,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    storage: str | None = None,
+    experiment: str | None = None,
+    num_samples: int | None = None,
+    max_concurrent: int | None = None,
+    verbose: int = 1,
+) -> SweepOutcome:
+    """Run (or, with `resume`, continue) the sweep of `study`; returns what happened. Starts a local Ray unless one
+    is running or an address is given (`RAY_ADDRESS` too)."""
+    import ray
+    from ray import tune
+
+    from mgm_studies.studies.mlflow_sweep import MlflowSweepCallback
+
+    for name, value in (("--num-samples", num_samples), ("--max-concurrent", max_concurrent)):
+        if value is not None and value < 1:
+            raise ConfigError.single(name, f"must be >= 1, got {value}")
+    uri = tracking.tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # absolute: trials run in other folders and other processes
+    client = tracking.client()
+    experiment_id = tracking.experiment_id(client, experiment or study.name)  # creates the store's schema, once
+    sweep, storage_path = sweep_name(study), _storage_path(storage)
+    path = f"{storage_path}/{sweep}"
+    exists = tune.Tuner.can_restore(path)
+    if exists and not resume:
+        raise ConfigError.single(
+            "--resume",
+            f"a sweep of this space already exists at {path}: pass --resume to continue it, or remove that folder "
+            "(or change the space) to start a new one",
+        )
+    base = trial_run_config(study, {**study.default_params(), TRIAL_INDEX: 0})
+    prepare_teachers(study)
+    parent_run_id, _ = _parent_run(client, experiment_id, study, sweep, storage_path)
+
+    started_ray = False
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+        ray.init(address=address, runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}}, log_to_driver=verbose > 1)
+        started_ray = True
+    try:
+        trainable = tune.with_parameters(_trial, study=study, tracking_uri=uri)
+        resources = base.resources
+        if executor_of(base) == "train":  # the trial only waits on its TorchTrainer; the workers hold the resources
+            trainable = tune.with_resources(trainable, {"cpu": 0.01})
+        else:
+            trainable = tune.with_resources(
+                trainable, {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker}
+            )
+        if exists:
+            print(f"resuming sweep {sweep} from {path}", file=sys.stderr)
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        else:
+            searcher, param_space, samples = _search(study, num_samples or study.search.num_samples)
+            callback = MlflowSweepCallback(
+                study=study,
+                tracking_uri=uri,
+                experiment_id=experiment_id,
+                parent_run_id=parent_run_id,
+                sweep=sweep,
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    scheduler=_scheduler(study, base),
+                    num_samples=samples,
+                    max_concurrent_trials=max_concurrent or study.search.max_concurrent,
+                ),
+                run_config=tune.RunConfig(
+                    name=sweep,
+                    storage_path=storage_path,
+                    failure_config=tune.FailureConfig(max_failures=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    callbacks=[callback],
+                    verbose=verbose,
+                ),
+            )
+        results = tuner.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return _summarise(client, study, sweep, path, parent_run_id, experiment_id, results)
+
+
+def _summarise(client, study, sweep, path, parent_run_id, experiment_id, results) -> SweepOutcome:
+    from mgm_studies.studies.mlflow_sweep import TAG_SWEEP
+
+    children = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=10_000,
+    )
+    outcome = SweepOutcome(sweep=sweep, path=path, parent_run_id=parent_run_id)
+    for run in children:
+        status = run.data.tags.get(tracking.TAG_STATUS, "running")
+        outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
+    finished = [r for r in children if r.data.tags.get(tracking.TAG_STATUS) == "finished"]
+    for metric, mode in zip(study.metric, study.mode, strict=True):
+        scored = [(r.data.metrics[metric], r) for r in finished if metric in r.data.metrics]
+        if scored:
+            value, run = (min if mode == "min" else max)(scored, key=lambda item: item[0])
+            params = {k: run.data.params.get(k) for k in study.space}
+            params["train.seed"] = run.data.params.get("train.seed")
+            outcome.best[metric] = (run.info.run_id, value, params)
+    # Interrupted: a child still running, or a trial Tune knows of that never got a child run.
+    outcome.interrupted = outcome.statuses.get("running", 0) > 0 or len(results) > len(children)
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"trials/{status}", float(n), now, 0) for status, n in outcome.statuses.items()]
+    metrics += [Metric(f"best/{metric}", float(v), now, 0) for metric, (_, v, _) in outcome.best.items()]
+    client.log_batch(parent_run_id, metrics=metrics)
+    for metric, (run_id, _, _) in outcome.best.items():
+        client.set_tag(parent_run_id, f"mgm.best_run.{metric}", run_id)
+    if not outcome.interrupted:
+        tracking.finish_run(client, parent_run_id, "finished")
+    return outcome
+
+
+# ---------------------------------------------------------------------- the CLI verb
+def run_sweep_command(args) -> int:
+    study = load_study_spec(args.space)
+    outcome = run_sweep(
+        study,
+        resume=args.resume,
+        address=args.address,
+        storage=args.storage,
+        experiment=args.experiment,
+        num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent,
+        verbose=0 if args.quiet else 1,
+    )
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items()))
+    print(f"sweep {outcome.sweep}: {counts or 'no trials'}")
+    for metric, (run_id, value, params) in outcome.best.items():
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        print(f"best {metric} = {value:.4g} (run {run_id}): {shown}")
+    print(f"MLflow: mlflow ui --backend-store-uri {tracking.tracking_uri()}  (parent run {outcome.parent_run_id})")
+    if outcome.interrupted:
+        print(f"sweep interrupted: continue it with  mgm-studies sweep {args.space} --resume", file=sys.stderr)
+        return 130
+    return 0 if outcome.statuses.get("finished", 0) > 0 else 1

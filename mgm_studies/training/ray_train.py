@@ -1,0 +1,294 @@
+"""The shared Trainer under Ray: the `inline` executor (in the Tune trial's process) and the `train` executor (a Ray
+Train `TorchTrainer` launched by the trial; N workers, CPU or GPU, data-parallel).
+
+What a trial sends to Ray Tune, identical for both executors (platform.md: the Trainer never calls Ray itself; it is
+handed a reporter):
+
+- one result per evaluation: the metrics (`kl/nfe-K`, ...), `step`, `mgm/total_steps`, `mgm/status`
+  (`running` | `finished` | `diverged`), `mgm/final`, and `mgm/scalars`: the per-step training scalars since the last
+  result as `[step, {name: value}]` pairs (the sweep's MLflow callback logs them at their own steps);
+- with each result a checkpoint folder: `trainer.pt` (the newest Trainer checkpoint: what a restarted trial resumes
+  from), `plots/nfe-K.png` (samples over data) and, in the last one, `final.pt` (the exported model);
+- a diverged run sends a last result whose metrics hold `DIVERGED_VALUE` (finite: a NaN would leave the Optuna trial
+  RUNNING for ever, platform.md) with status `diverged`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgm_studies.config import RunConfig, parse_run_config
+from mgm_studies.training.reporter import Evaluation, NullReporter
+from mgm_studies.training.trainer import Trainer
+
+STEP = "step"
+TOTAL_STEPS = "mgm/total_steps"
+STATUS = "mgm/status"
+FINAL = "mgm/final"
+SCALARS = "mgm/scalars"
+DIVERGED_VALUE = 1.0e12  # what a diverged trial reports for each metric to minimise (its negative to maximise)
+CHECKPOINT_FILE, META_FILE, FINAL_FILE, PLOTS = "trainer.pt", "meta.json", "final.pt", "plots"
+
+Send = Callable[[dict[str, Any], Path | None], None]  # (result, checkpoint folder or None) -> reported to Ray
+
+
+class RayReporter(NullReporter):
+    """Turns what the Trainer reports into Ray results (see the module docstring). `send` is `tune.report` or
+    `train.report` wrapped; on ranks other than 0 of a `train` executor only `report_peer_evaluation` is called."""
+
+    def __init__(self, send: Send, *, total_steps: int, metrics: list[str], modes: list[str], box=None) -> None:
+        self.send, self.total_steps, self.box = send, total_steps, box
+        self.metrics, self.modes = metrics, modes
+        self.export: Callable[[], dict] | None = None  # set once the Trainer exists: the final model
+        self._scalars: list[list] = []
+        self._checkpoint: tuple[int, Path] | None = None
+
+    def report_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        self._scalars.append([step, {k: float(v) for k, v in scalars.items()}])
+
+    def report_checkpoint(self, step: int, path: Path) -> None:
+        self._checkpoint = (step, path)
+
+    def report_evaluation(self, evaluation: Evaluation) -> None:
+        final = evaluation.step >= self.total_steps
+        result = {
+            **evaluation.metrics,
+            STEP: evaluation.step,
+            TOTAL_STEPS: self.total_steps,
+            STATUS: "finished" if final else "running",
+            FINAL: final,
+            SCALARS: self._take_scalars(),
+        }
+        with tempfile.TemporaryDirectory(prefix="mgm-report-") as tmp:
+            folder = Path(tmp)
+            meta = {"step": evaluation.step, "final": final, "checkpoint_step": None}
+            if self._checkpoint is not None and self._checkpoint[1].is_file():
+                shutil.copyfile(self._checkpoint[1], folder / CHECKPOINT_FILE)
+                meta["checkpoint_step"] = self._checkpoint[0]
+            self._write_plots(evaluation, folder / PLOTS)
+            if final and self.export is not None:
+                from mgm_studies.exported import save_exported
+
+                save_exported(self.export(), folder / FINAL_FILE)
+            (folder / META_FILE).write_text(json.dumps(meta))
+            self.send(result, folder)
+
+    def report_diverged(self, step: int) -> None:
+        values = {
+            m: DIVERGED_VALUE if mode == "min" else -DIVERGED_VALUE
+            for m, mode in zip(self.metrics, self.modes, strict=True)
+        }
+        result = {**values, STEP: step, TOTAL_STEPS: self.total_steps, STATUS: "diverged", FINAL: True}
+        self.send({**result, SCALARS: self._take_scalars()}, None)
+
+    def _take_scalars(self) -> list[list]:
+        # Scalars of the steps after the divergence are never reported (the Trainer stops at the first bad step).
+        scalars, self._scalars = self._scalars, []
+        return [[s, {k: v for k, v in d.items() if math.isfinite(v)}] for s, d in scalars]
+
+    def _write_plots(self, evaluation: Evaluation, folder: Path) -> None:
+        if evaluation.reference is None or evaluation.reference.dim() != 2:
+            return
+        from mgm_studies.plots import close, samples_figure
+
+        folder.mkdir()
+        for k, samples in evaluation.samples.items():
+            kl = evaluation.metrics.get(f"kl/nfe-{k}")
+            title = f"{k} step{'s' if k > 1 else ''}, training step {evaluation.step}"
+            fig = samples_figure(
+                samples, evaluation.reference, title=title + (f", KL {kl:.3f}" if kl is not None else ""), box=self.box
+            )
+            fig.savefig(folder / f"nfe-{k}.png", dpi=80)
+            close(fig)
+
+
+class PeerReporter(NullReporter):
+    """Ranks other than 0 of a `train` executor: join each collective report with an empty result."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+
+    def report_peer_evaluation(self, step: int) -> None:
+        self.send({}, None)
+
+    def report_diverged(self, step: int) -> None:
+        self.send({}, None)
+
+
+def restore_checkpoint(folder: Path | None, into: Path) -> int | None:
+    """Put the Trainer checkpoint of a reported checkpoint folder into `into` (the Trainer resumes from it).
+
+    Returns its step, or None when there is nothing to resume from."""
+    if folder is None or not (folder / CHECKPOINT_FILE).is_file():
+        return None
+    from mgm_studies.training.checkpoint import checkpoint_path
+
+    step = json.loads((folder / META_FILE).read_text())["checkpoint_step"]
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / CHECKPOINT_FILE, checkpoint_path(into, int(step)))
+    return int(step)
+
+
+def resolve_device(config: RunConfig) -> str:
+    """`resources.device` with `auto`: CUDA when the trial was given a GPU and one is visible, else the CPU."""
+    device = config.resources.device
+    if device == "auto":
+        return "cuda" if config.resources.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
+    return device
+
+
+def train_with_reporter(
+    config: RunConfig,
+    checkpoint_dir: Path,
+    send: Send,
+    *,
+    metrics: list[str],
+    modes: list[str],
+    device: str,
+    rank: int = 0,
+    world_size: int = 1,
+) -> str:
+    """Run (or resume) the Trainer, reporting to Ray through `send`; returns the run's status."""
+    from mgm_studies.builders import build_run
+
+    parts = build_run(config, device=device)
+    total = config.train.num_steps
+    if rank == 0:
+        reporter: RayReporter | PeerReporter = RayReporter(
+            send, total_steps=total, metrics=metrics, modes=modes, box=parts[0].histogram
+        )
+    else:
+        reporter = PeerReporter(send)
+    trainer = Trainer(
+        config,
+        checkpoint_dir=checkpoint_dir,
+        reporter=reporter,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        progress=False,
+        parts=parts,
+    )
+    if isinstance(reporter, RayReporter):
+        reporter.export = trainer.export
+    result = trainer.run()
+    if result.status == "diverged":
+        reporter.report_diverged(result.step)
+    return result.status
+
+
+# ---------------------------------------------------------------------- the `inline` executor
+def run_inline(config: RunConfig, *, metrics: list[str], modes: list[str]) -> str:
+    """Inside a Tune function trial: the Trainer in this process, results through `ray.tune.report`."""
+    import ray.tune
+
+    def send(result: dict[str, Any], folder: Path | None) -> None:
+        checkpoint = ray.tune.Checkpoint.from_directory(str(folder)) if folder is not None else None
+        ray.tune.report(result, checkpoint=checkpoint)
+
+    with tempfile.TemporaryDirectory(prefix="mgm-trial-") as tmp:
+        checkpoint_dir = Path(tmp) / "checkpoints"
+        checkpoint = ray.tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                restore_checkpoint(Path(folder), checkpoint_dir)
+        return train_with_reporter(
+            config, checkpoint_dir, send, metrics=metrics, modes=modes, device=resolve_device(config)
+        )
+
+
+# ---------------------------------------------------------------------- the `train` executor
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """Every Ray Train worker: the Trainer with this worker's rank; rank 0 evaluates, checkpoints and reports."""
+    import ray.train
+    import ray.train.torch
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", loop_config["tracking_uri"])  # teachers found by their config hash
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    config = parse_run_config(loop_config["config"])
+    device = str(ray.train.torch.get_device()) if config.resources.gpus_per_worker > 0 else "cpu"
+
+    def send(result: dict[str, Any], folder: Path | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None else None
+        ray.train.report(result, checkpoint=checkpoint)
+
+    with tempfile.TemporaryDirectory(prefix="mgm-worker-") as tmp:
+        checkpoint_dir = Path(tmp) / "checkpoints"
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:  # every rank resumes at the same step with the same weights
+            with checkpoint.as_directory() as folder:
+                restore_checkpoint(Path(folder), checkpoint_dir)
+        train_with_reporter(
+            config,
+            checkpoint_dir,
+            send,
+            metrics=loop_config["metrics"],
+            modes=loop_config["modes"],
+            device=device,
+            rank=rank,
+            world_size=world_size,
+        )
+
+
+def per_worker_config(config: RunConfig) -> dict[str, Any]:
+    """The config each of `resources.workers` workers trains: the global batch split evenly over them."""
+    workers = config.resources.workers
+    data = config.model_dump(mode="json")
+    if config.train.batch_size % workers:
+        from mgm_studies.configbase import ConfigError
+
+        raise ConfigError.single(
+            "train.batch_size", f"{config.train.batch_size} does not split evenly over resources.workers={workers}"
+        )
+    data["train"]["batch_size"] = config.train.batch_size // workers
+    return data
+
+
+def run_torch_trainer(config: RunConfig, *, metrics: list[str], modes: list[str], tracking_uri: str) -> None:
+    """Inside a Tune function trial: launch a `TorchTrainer` with `resources.workers` workers and wait for it.
+
+    Its run lives in the trial's folder under the fixed name `train`, so a restarted trial resumes it from its latest
+    checkpoint; Ray Train restarts failed workers from that checkpoint too (`FailureConfig`)."""
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = config.resources
+    storage = ray.tune.get_context().get_storage()
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker > 0:
+        per_worker["GPU"] = resources.gpus_per_worker
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={
+            "config": per_worker_config(config),
+            "metrics": metrics,
+            "modes": modes,
+            "tracking_uri": tracking_uri,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name="train",
+            storage_path=storage.trial_fs_path,
+            storage_filesystem=storage.storage_filesystem,
+            failure_config=ray.train.FailureConfig(max_failures=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
