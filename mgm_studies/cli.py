@@ -10,6 +10,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
+import yaml
+
 from mgm_studies.configbase import ConfigError
 
 EPILOG = (
@@ -47,7 +49,22 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from mgm_studies.builders import build_run
     from mgm_studies.config import load_run_config
+    from mgm_studies.studies.space import is_study_spec, load_study_spec
 
+    path = Path(args.config)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            data = None  # the run-config loader reports it
+        if isinstance(data, dict) and is_study_spec(data):
+            study = load_study_spec(path)
+            axes = ", ".join(f"{key} ({axis.kind})" for key, axis in study.space.items())
+            print(
+                f"valid search space {study.name!r}: {study.search.algorithm} over {axes}; metric "
+                f"{', '.join(study.metric)} ({', '.join(study.mode)}); seeds {study.seeds}; hash {study.space_hash()}"
+            )
+            return 0
     config = load_run_config(args.config)
     dataset, _, _ = build_run(config, teachers="check")
     print(
@@ -303,10 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser(
         "validate",
-        help="check a run config without running anything",
-        description="Validate a run config (and its data); exit 0 if valid, 2 if not.",
+        help="check a run config or a search space without running anything",
+        description="Validate a run config (and its data and teacher) or a search space; exit 0 if valid, 2 if not.",
     )
-    p.add_argument("config", metavar="FILE", help="run config (YAML)")
+    p.add_argument("config", metavar="FILE", help="run config or search space (YAML)")
     p.set_defaults(handler=cmd_validate)
     return parser
 

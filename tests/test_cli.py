@@ -156,3 +156,20 @@ def test_a_diverging_run_is_recorded_as_diverged_with_its_step(mlflow_env, capsy
     step = int(run.data.tags["mgm.diverged_step"])
     assert 1 <= step < 300
     assert "checkpoints/final.pt" not in _artifacts(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]), run_id)
+
+
+def test_validate_checks_a_search_space_and_names_the_bad_axis(tmp_path, capsys):
+    from mgm_studies.cli import main
+
+    good = Path(__file__).resolve().parent.parent / "search_spaces" / "demo.yaml"
+    assert main(["validate", str(good)]) == 0
+    assert "valid search space 'demo_itvm_intermediate_time'" in capsys.readouterr().out
+    bad = {
+        "name": "bad",
+        "base": str(good.parent.parent / "configs" / "eight_gaussians_mgm.yaml"),
+        "metric": "kl/nfe-1",
+        "space": {"objective.flip_probability": {"uniform": [0.1, 1.5]}},
+    }
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["validate", str(tmp_path / "bad.yaml")]) == 2
+    assert "space.objective.flip_probability" in capsys.readouterr().err

@@ -42,9 +42,10 @@ class MlflowSweepCallback(tune.Callback):
         self.experiment_id, self.parent_run_id, self.sweep = experiment_id, parent_run_id, sweep
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
+        self._where: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "_runs": {}}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_where": {}}
 
     @property
     def client(self) -> MlflowClient:
@@ -53,7 +54,7 @@ class MlflowSweepCallback(tune.Callback):
         return self._client
 
     def setup(self, **info: Any) -> None:
-        self._runs = {}
+        self._runs, self._where = {}, {}
 
     # ------------------------------------------------------------------ runs
     def run_for(self, trial) -> str:
@@ -107,6 +108,10 @@ class MlflowSweepCallback(tune.Callback):
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
         self.client.set_tag(run_id, "mgm.last_step", str(step))
+        where = f"{result.get('hostname')}:{result.get('pid')}"  # the trial's process (it changes after a restart)
+        if self._where.get(run_id) != where:
+            self._where[run_id] = where
+            self.client.set_tag(run_id, "mgm.trial_process", where)
         if result.get("checkpoint_path"):  # the `train` executor: Ray Train's checkpoint, forwarded by path
             self._log_checkpoint(run_id, tune.Checkpoint(result["checkpoint_path"], trial.storage.storage_filesystem))
 

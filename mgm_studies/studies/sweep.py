@@ -208,6 +208,16 @@ class SweepOutcome:
     interrupted: bool = False
 
 
+def ray_environment(tracking_uri: str) -> dict[str, str]:
+    """What Ray's worker processes need: the tracking store, and Ray Train's controller polling its workers every
+    0.1 s instead of 2 s (each `ray.train.report` otherwise blocks up to 2 s: platform.md)."""
+    return {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"),
+        "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    }
+
+
 def sweep_name(study: StudySpec) -> str:
     return f"{study.name}-{study.space_hash()}"
 
@@ -258,8 +268,9 @@ def run_sweep(
 
     started_ray = False
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-        ray.init(address=address, runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}}, log_to_driver=verbose > 1)
+        environment = ray_environment(uri)
+        os.environ.update({k: v for k, v in environment.items() if k != "MLFLOW_TRACKING_URI"})
+        ray.init(address=address, runtime_env={"env_vars": environment}, log_to_driver=verbose > 1)
         started_ray = True
     try:
         trainable = tune.with_parameters(_trial, study=study, tracking_uri=uri)

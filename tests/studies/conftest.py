@@ -1,0 +1,22 @@
+"""One real local Ray for every sweep test in the session (never two Ray instances on one machine: platform.md)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """`ray.init(num_cpus=2)` with the dashboard (Ray Train's placement-group cleaner needs its state API); yields
+    the cluster's address, for subprocesses that join it."""
+    import ray
+
+    from mgm_studies.studies.sweep import ray_environment
+
+    environment = {k: v for k, v in ray_environment("").items() if k != "MLFLOW_TRACKING_URI"}
+    os.environ.update(environment)
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, runtime_env={"env_vars": environment})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
