@@ -243,6 +243,7 @@ def run_sweep(
     is running or an address is given (`RAY_ADDRESS` too)."""
     import ray
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from mgm_studies.studies.mlflow_sweep import MlflowSweepCallback
 
@@ -251,6 +252,7 @@ def run_sweep(
             raise ConfigError.single(name, f"must be >= 1, got {value}")
     uri = tracking.tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = uri  # absolute: trials run in other folders and other processes
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read by Tune in this process; loggers given below
     client = tracking.client()
     experiment_id = tracking.experiment_id(client, experiment or study.name)  # creates the store's schema, once
     sweep, storage_path = sweep_name(study), _storage_path(storage)
@@ -307,7 +309,9 @@ def run_sweep(
                     storage_path=storage_path,
                     failure_config=tune.FailureConfig(max_failures=2),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    callbacks=[callback],
+                    # Tune's JSON and CSV result files, not its TensorBoard logger (which warns on every result
+                    # about the per-step scalars it cannot plot).
+                    callbacks=[callback, JsonLoggerCallback(), CSVLoggerCallback()],
                     verbose=verbose,
                 ),
             )

@@ -96,3 +96,89 @@ def test_an_optuna_sweep_runs_and_a_diverging_trial_ends_diverged_while_the_othe
         if child.data.tags["mgm.status"] == "diverged":
             assert child.info.status == "FAILED" and 1 <= int(child.data.tags["mgm.diverged_step"]) <= 60
     assert sum(outcome.statuses.values()) == 3 and parents[0].info.status == "FINISHED"
+
+
+def test_asha_stops_a_bad_trial_that_runs_on_the_train_executor(mlflow_env, tmp_path):
+    """Ray Train workers launched by the trial; ASHA stops the second (hopeless) trial at its first evaluation, and the
+    placement group of its TorchTrainer is released (else the sweep would hang: platform.md)."""
+    spec = study(
+        tmp_path,
+        base={**BASE, "resources": {"workers": 1, "executor": "train"}},
+        search={"algorithm": "grid", "max_concurrent": 1, "scheduler": {"name": "asha", "grace_period": 1}},
+        space={"train.optimizer.lr": {"grid": [1.0e-2, 1.0e-9]}},
+    )
+    outcome = run_sweep(spec, storage=str(tmp_path / "ray"), verbose=0)
+    _, parents, children = runs("test_study")
+    by_lr = {c.data.params["train.optimizer.lr"]: c for c in children}
+    assert by_lr["0.01"].data.tags["mgm.status"] == "finished"
+    stopped = by_lr["1e-09"]
+    assert stopped.data.tags["mgm.status"] == "stopped" and stopped.info.status == "KILLED"
+    assert int(stopped.data.tags["mgm.stopped_step"]) == 20
+    assert outcome.statuses == {"finished": 1, "stopped": 1} and parents[0].info.status == "FINISHED"
+    import time
+
+    import ray
+
+    # The stopped trial's placement group is released by Ray Train's cleaner (asynchronously): a leak never is.
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 1.9 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ray.available_resources().get("CPU", 0) >= 1.9
+
+
+def test_a_sweep_killed_with_sigkill_resumes_without_losing_or_duplicating_trials(mlflow_env, tmp_path, ray_cluster):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = {
+        **BASE,
+        "train": {**BASE["train"], "steps": 200, "checkpoint_interval": 50},
+        "eval": {**BASE["eval"], "interval": 50},
+    }
+    spec_data = {
+        "name": "test_study",
+        "base": base,
+        "metric": "kl/nfe-2",
+        "search": {"algorithm": "grid", "max_concurrent": 1},
+        "space": {"interpolant.schedule": {"grid": ["linear", "trig"]}},
+        "seeds": [0, 1],
+    }
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(spec_data))
+    command = [
+        sys.executable,
+        "-m",
+        "mgm_studies",
+        "sweep",
+        "space.yaml",
+        "--quiet",
+        "--storage",
+        str(tmp_path / "ray"),
+    ]
+    driver = subprocess.Popen([*command, "--address", ray_cluster], cwd=tmp_path, env=dict(os.environ))
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:
+        experiment = client.get_experiment_by_name("test_study")
+        finished = experiment and client.search_runs(
+            [experiment.experiment_id], "tags.`mgm.status` = 'finished' and tags.`mgm.kind` = 'trial'"
+        )
+        if finished:
+            break
+        time.sleep(0.5)
+    assert driver.poll() is None, "the sweep ended before it could be killed"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    _, _, before = runs("test_study")
+    assert 1 <= len(before) < 4 or any(c.data.tags["mgm.status"] != "finished" for c in before)
+
+    resumed = subprocess.run([*command, "--resume", "--address", ray_cluster], cwd=tmp_path, env=dict(os.environ))
+    assert resumed.returncode == 0
+    _, parents, children = runs("test_study")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4 and {c.data.tags["mgm.status"] for c in children} == {"finished"}
+    combos = sorted((c.data.params["interpolant.schedule"], c.data.params["train.seed"]) for c in children)
+    assert combos == [("linear", "0"), ("linear", "1"), ("trig", "0"), ("trig", "1")]
+    ids = {c.data.tags["mgm.trial_id"] for c in children}
+    assert {c.info.run_id for c in before} <= {c.info.run_id for c in children} and len(ids) == 4
