@@ -272,6 +272,9 @@ def run_sweep(
     if not ray.is_initialized():
         environment = ray_environment(uri)
         os.environ.update({k: v for k, v in environment.items() if k != "MLFLOW_TRACKING_URI"})
+        # Under `ray job submit` the job's own runtime env may set the same variables (MLFLOW_TRACKING_URI):
+        # combine the two instead of failing on the overlap (the values agree: the URI is read from that env).
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         ray.init(address=address, runtime_env={"env_vars": environment}, log_to_driver=verbose > 1)
         started_ray = True
     try:
@@ -373,7 +376,9 @@ def run_sweep_command(args) -> int:
     for metric, (run_id, value, params) in outcome.best.items():
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
         print(f"best {metric} = {value:.4g} (run {run_id}): {shown}")
-    print(f"MLflow: mlflow ui --backend-store-uri {tracking.tracking_uri()}  (parent run {outcome.parent_run_id})")
+    uri = tracking.tracking_uri()
+    where = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
+    print(f"MLflow: {where}  (experiment {study.name!r}, parent run {outcome.parent_run_id})")
     if outcome.interrupted:
         print(f"sweep interrupted: continue it with  mgm-studies sweep {args.space} --resume", file=sys.stderr)
         return 130

@@ -1,4 +1,5 @@
-"""One real local Ray for every sweep test in the session (never two Ray instances on one machine: platform.md)."""
+"""One real local Ray per test module that asks for it, never two at once (platform.md): module scope, so that
+`test_multinode.py`, which starts its own two-node cluster with `ray start`, runs while no other Ray is up."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
     """`ray.init(num_cpus=2)` with the dashboard (Ray Train's placement-group cleaner needs its state API); yields
     the cluster's address, for subprocesses that join it."""
