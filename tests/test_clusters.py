@@ -245,10 +245,8 @@ def test_the_rayjob_runtime_env_merges_with_the_sweep_drivers():
     driver_env = {"env_vars": {"MLFLOW_TRACKING_URI": job_env["env_vars"]["MLFLOW_TRACKING_URI"]}}
     override = job_env["env_vars"].get("RAY_OVERRIDE_JOB_RUNTIME_ENV") == "1"
     merged = _merge_runtime_env(job_env, driver_env, override=override)
-    assert (
-        merged is not None
-        and merged["env_vars"]["MLFLOW_TRACKING_URI"] == driver_env["env_vars"]["MLFLOW_TRACKING_URI"]
-    )
+    assert merged is not None, "Ray would refuse the job's runtime env next to the driver's"
+    assert merged["env_vars"]["MLFLOW_TRACKING_URI"] == job_env["env_vars"]["MLFLOW_TRACKING_URI"]
 
 
 # ------------------------------------------------------------------ SLURM
@@ -358,8 +356,11 @@ def _command_lines() -> list[tuple[str, str]]:
             texts += [s for doc in _docs(path) for s in _strings(doc)]
         for chunk in texts:
             for match in COMMAND.finditer(chunk):
-                line = re.sub(r"\s+#.*$", "", match.group(0)).strip().rstrip("\"'")
-                found.append((str(path.relative_to(CLUSTERS)), line))
+                line = re.sub(r"\s+#.*$", "", match.group(0)).strip()
+                for quote in "\"'":  # the closing quote of a quoted YAML or shell string around the command
+                    if line.count(quote) % 2:
+                        line = line[: line.rindex(quote)] + line[line.rindex(quote) + 1 :]
+                found.append((str(path.relative_to(CLUSTERS)), line.strip()))
     return sorted(set(found))
 
 

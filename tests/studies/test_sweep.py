@@ -182,3 +182,50 @@ def test_a_sweep_killed_with_sigkill_resumes_without_losing_or_duplicating_trial
     assert combos == [("linear", "0"), ("linear", "1"), ("trig", "0"), ("trig", "1")]
     ids = {c.data.tags["mgm.trial_id"] for c in children}
     assert {c.info.run_id for c in before} <= {c.info.run_id for c in children} and len(ids) == 4
+
+
+def test_a_trial_whose_process_is_killed_resumes_from_its_last_checkpoint(mlflow_env, tmp_path):
+    """The trial's process gets SIGKILL after its evaluation at step 250; Tune restarts the trial (FailureConfig)
+    in a new process from the checkpoint reported with that evaluation. Results go out with each evaluation, so the
+    MLflow history holds every step once: a restart from scratch would repeat steps 1-250 and their evaluation."""
+    import signal
+    import threading
+    import time
+
+    spec = study(
+        tmp_path,
+        base={
+            **BASE,
+            "train": {**BASE["train"], "steps": 2000, "checkpoint_interval": 250},
+            "eval": {**BASE["eval"], "interval": 250},
+        },
+        search={"algorithm": "grid"},
+        space={"interpolant.schedule": {"grid": ["linear"]}},
+    )
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    killed: list[tuple[str, int]] = []
+
+    def kill_after_the_first_evaluation() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            experiment = client.get_experiment_by_name("test_study")
+            found = experiment and client.search_runs([experiment.experiment_id], "tags.`mgm.kind` = 'trial'")
+            step = int(found[0].data.tags.get("mgm.last_step", 0)) if found else 0
+            if step >= 250:
+                where = found[0].data.tags["mgm.trial_process"]
+                os.kill(int(where.rsplit(":", 1)[1]), signal.SIGKILL)
+                killed.append((where, step))
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_the_first_evaluation, daemon=True)
+    killer.start()
+    outcome = run_sweep(spec, storage=str(tmp_path / "ray"), verbose=0)
+    killer.join(timeout=5)
+    assert killed and killed[0][1] < 2000, "the trial was not killed mid-training"
+    assert outcome.statuses == {"finished": 1}
+    _, _, (child,) = runs("test_study")
+    assert child.data.tags["mgm.trial_process"] != killed[0][0]  # a new process finished the trial
+    evaluations = [m.step for m in client.get_metric_history(child.info.run_id, "kl/nfe-2")]
+    assert evaluations == list(range(250, 2001, 250))
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "loss")]
+    assert sorted(steps) == list(range(1, 2001))
