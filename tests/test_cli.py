@@ -173,3 +173,19 @@ def test_validate_checks_a_search_space_and_names_the_bad_axis(tmp_path, capsys)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["validate", str(tmp_path / "bad.yaml")]) == 2
     assert "space.objective.flip_probability" in capsys.readouterr().err
+
+
+def test_a_sweep_whose_trial_cannot_fit_on_this_machine_is_refused_before_anything_is_written(mlflow_env, capsys):
+    from mgm_studies.cli import main
+
+    space = {
+        "name": "too_big",
+        "base": small_config(resources={"workers": 64}),
+        "metric": "kl/nfe-1",
+        "search": {"algorithm": "grid"},
+        "space": {"interpolant.schedule": {"grid": ["linear"]}},
+    }
+    (mlflow_env / "space.yaml").write_text(yaml.safe_dump(space))
+    assert main(["sweep", "space.yaml"]) == 2
+    assert "resources: a trial needs 64.01 CPU" in capsys.readouterr().err
+    assert not (mlflow_env / "mlflow.db").exists() and not (mlflow_env / "ray_results").exists()

@@ -250,11 +250,6 @@ def run_sweep(
     for name, value in (("--num-samples", num_samples), ("--max-concurrent", max_concurrent)):
         if value is not None and value < 1:
             raise ConfigError.single(name, f"must be >= 1, got {value}")
-    uri = tracking.tracking_uri()
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # absolute: trials run in other folders and other processes
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read by Tune in this process; loggers given below
-    client = tracking.client()
-    experiment_id = tracking.experiment_id(client, experiment or study.name)  # creates the store's schema, once
     sweep, storage_path = sweep_name(study), _storage_path(storage)
     path = f"{storage_path}/{sweep}"
     exists = tune.Tuner.can_restore(path)
@@ -265,6 +260,16 @@ def run_sweep(
             "(or change the space) to start a new one",
         )
     base = trial_run_config(study, {**study.default_params(), TRIAL_INDEX: 0})
+    if not ray.is_initialized() and address is None and not os.environ.get("RAY_ADDRESS"):
+        import torch
+
+        # The local Ray started below takes every CPU and GPU of this machine, and does not grow.
+        _check_fits_locally(base, {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())})
+    uri = tracking.tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # absolute: trials run in other folders and other processes
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read by Tune in this process; loggers given below
+    client = tracking.client()
+    experiment_id = tracking.experiment_id(client, experiment or study.name)  # creates the store's schema, once
     prepare_teachers(study)
     parent_run_id, _ = _parent_run(client, experiment_id, study, sweep, storage_path)
 
@@ -323,6 +328,23 @@ def run_sweep(
         if started_ray:
             ray.shutdown()
     return _summarise(client, study, sweep, path, parent_run_id, experiment_id, results)
+
+
+def _check_fits_locally(config: RunConfig, available: dict[str, float]) -> None:
+    """On a local Ray (which does not grow), a trial that needs more than the machine has would wait for ever."""
+    resources = config.resources
+    train = executor_of(config) == "train"
+    cpus = resources.workers * resources.cpus_per_worker + (0.01 if train else 0.0)
+    gpus = resources.workers * resources.gpus_per_worker
+    for name, needed in (("CPU", cpus), ("GPU", gpus)):
+        if needed > available.get(name, 0.0) + 1e-9:
+            raise ConfigError.single(
+                "resources",
+                f"a trial needs {needed:g} {name} ({resources.workers} worker(s) x "
+                f"{resources.cpus_per_worker if name == 'CPU' else resources.gpus_per_worker:g}"
+                f"{' + 0.01 for the trial that drives them' if train and name == 'CPU' else ''}), this machine's Ray "
+                f"has {available.get(name, 0.0):g}: lower resources.workers or resources.{name.lower()}s_per_worker",
+            )
 
 
 def _summarise(client, study, sweep, path, parent_run_id, experiment_id, results) -> SweepOutcome:

@@ -229,3 +229,22 @@ def test_a_trial_whose_process_is_killed_resumes_from_its_last_checkpoint(mlflow
     assert evaluations == list(range(250, 2001, 250))
     steps = [m.step for m in client.get_metric_history(child.info.run_id, "loss")]
     assert sorted(steps) == list(range(1, 2001))
+
+
+def test_two_ray_train_workers_train_a_jvp_objective_data_parallel(mlflow_env, tmp_path):
+    """`resources.workers: 2` takes the `train` executor (auto): a TorchTrainer with two CPU workers, each on half of
+    the batch, gradients all-reduced; rank 0 evaluates, checkpoints and reports."""
+    spec = study(
+        tmp_path,
+        base={**BASE, "objective": {"name": "lsd"}, "resources": {"workers": 2, "cpus_per_worker": 0.9}},
+        search={"algorithm": "grid"},
+        space={"objective.eta": {"grid": [0.25]}},
+    )
+    outcome = run_sweep(spec, storage=str(tmp_path / "ray"), verbose=0)
+    assert outcome.statuses == {"finished": 1}
+    client, _, (child,) = runs("test_study")
+    assert child.data.params["resources.workers"] == "2" and child.data.params["objective.name"] == "lsd"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "kl/nfe-2")] == [20, 40, 60]
+    assert len(client.get_metric_history(child.info.run_id, "loss/offdiagonal")) == 60
+    assert "checkpoints/final.pt" in [a.path for a in client.list_artifacts(child.info.run_id, "checkpoints")]
+    assert (tmp_path / "ray" / outcome.sweep).is_dir()
