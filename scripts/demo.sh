@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job: train a small stochastic-interpolant model on the checkerboard, evaluate it on the NFE ladder,
-# write samples, and say where to look. Everything lands in ./out/demo (MLflow store, checkpoints, samples).
+# The main job: a small study end to end. search_spaces/demo.yaml trains an si teacher once, then distils it with
+# ITVM under each of the three intermediate-time strategies (two seeds each) as Ray Tune trials on a local Ray,
+# tracked in MLflow (one parent run, one child per trial). Everything lands in ./out/demo. Re-running it resumes
+# (and, once finished, only reprints) the same sweep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="$PWD/.venv/bin"
@@ -9,15 +11,13 @@ mkdir -p "$OUT"
 export MLFLOW_TRACKING_URI="sqlite:///$OUT/mlflow.db"
 export MGM_STUDIES_CHECKPOINTS="$OUT/checkpoints"
 
-"$BIN/mgm-studies" validate configs/checkerboard_si.yaml
-RUN_ID=$("$BIN/mgm-studies" train configs/checkerboard_si.yaml --experiment demo | tee /dev/stderr | tail -n 1)
-"$BIN/mgm-studies" evaluate "$RUN_ID" --steps 1,2,4,8,16,32
-"$BIN/mgm-studies" sample "$RUN_ID" --steps 8 --num-samples 5000 --out "$OUT/samples_nfe-8.parquet"
+"$BIN/mgm-studies" validate search_spaces/demo.yaml
+"$BIN/mgm-studies" sweep search_spaces/demo.yaml --resume --storage "$OUT/ray_results" --quiet
 
 cat <<MSG
 
-Done. Run id: $RUN_ID
-Browse it:  $BIN/mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI --host 127.0.0.1 --port 5000
-            then open http://127.0.0.1:5000 (experiment "demo": params, kl/nfe-K, sample plots, checkpoint)
-Samples:    $OUT/samples_nfe-8.parquet
+Browse the study:  $BIN/mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI --host 127.0.0.1 --port 5000
+                   then open http://127.0.0.1:5000, experiment "demo_itvm_intermediate_time": the sweep's parent
+                   run and its six trials (params, kl/nfe-K per evaluation, loss curves, sample plots, final models)
+Ray Tune's files:  $OUT/ray_results
 MSG
