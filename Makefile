@@ -27,6 +27,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/trainer_overhead.py
 	$(BIN)/python benchmarks/objective_cost.py
+	$(BIN)/python benchmarks/sweep_overhead.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check mgm_studies tests benchmarks

@@ -107,11 +107,11 @@ class MlflowSweepCallback(tune.Callback):
                 metrics.append(Metric(key, float(value), now, step))
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
-        self.client.set_tag(run_id, "mgm.last_step", str(step))
         where = f"{result.get('hostname')}:{result.get('pid')}"  # the trial's process (it changes after a restart)
         if self._where.get(run_id) != where:
             self._where[run_id] = where
             self.client.set_tag(run_id, "mgm.trial_process", where)
+        self.client.set_tag(run_id, "mgm.last_step", str(step))
         if result.get("checkpoint_path"):  # the `train` executor: Ray Train's checkpoint, forwarded by path
             self._log_checkpoint(run_id, tune.Checkpoint(result["checkpoint_path"], trial.storage.storage_filesystem))
 

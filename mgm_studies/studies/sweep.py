@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from mlflow.entities import Metric, Param
+from ray.tune.search import Repeater
 
 from mgm_studies import tracking
 from mgm_studies.config import RunConfig
@@ -70,6 +72,24 @@ def _trial(params: dict[str, Any], *, study: StudySpec, tracking_uri: str) -> No
 
 
 # ---------------------------------------------------------------------- search
+class SeedRepeater(Repeater):
+    """Tune's `Repeater` (each configuration once per seed; the searcher is told the mean over seeds), extended to a
+    multi-objective metric: Ray's own averages a single metric and fails on a list. Module level: Tune pickles the
+    searcher with the experiment for `Tuner.restore`."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs: Any) -> None:
+        metrics = self.searcher.metric
+        if not isinstance(metrics, list | tuple):
+            super().on_trial_complete(trial_id, result, **kwargs)
+            return
+        group = self._trial_id_to_group[trial_id]
+        group.report(trial_id, [float((result or {}).get(m, np.nan)) for m in metrics])
+        if group.finished_reporting():
+            means = np.nanmean(np.array(group.scores(), dtype=float), axis=0)
+            averaged = dict(zip(metrics, means.tolist(), strict=True))
+            self.searcher.on_trial_complete(group.primary_trial_id, result=averaged, **kwargs)
+
+
 def _optuna_space(study: StudySpec) -> dict[str, Any]:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -95,7 +115,6 @@ def _search(study: StudySpec, num_samples: int) -> tuple[Any, dict[str, Any], in
             space[SEED_KEY] = tune.grid_search(list(seeds))
         return None, space, num_samples
     import optuna
-    from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
 
     seed = study.search.seed
@@ -112,7 +131,7 @@ def _search(study: StudySpec, num_samples: int) -> tuple[Any, dict[str, Any], in
         sampler=sampler,
     )
     if len(seeds) > 1:
-        searcher = Repeater(searcher, repeat=len(seeds), set_index=True)
+        searcher = SeedRepeater(searcher, repeat=len(seeds), set_index=True)
     return searcher, {}, num_samples * len(seeds)
 
 

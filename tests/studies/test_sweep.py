@@ -73,29 +73,43 @@ def test_a_grid_sweep_records_one_parent_run_and_a_child_run_per_trial(mlflow_en
     assert parent.data.tags["mgm.best_run.kl/nfe-2"] == best_run
 
 
-def test_an_optuna_sweep_runs_and_a_diverging_trial_ends_diverged_while_the_others_finish(mlflow_env, tmp_path):
+def test_an_optuna_tpe_sweep_samples_inside_the_space_and_reports_the_best_trial(mlflow_env, tmp_path):
     spec = study(
         tmp_path,
         search={"algorithm": "optuna", "num_samples": 3, "max_concurrent": 2, "seed": 3},
-        space={
-            "train.optimizer.lr": {"choice": [1.0e-3, 1.0e12]},
-            "model.hidden": {"int": [16, 48]},
-        },
-        base={**BASE, "train": {**BASE["train"], "grad_clip": None}},
+        space={"train.optimizer.lr": {"loguniform": [1.0e-4, 1.0e-2]}, "model.hidden": {"int": [16, 48]}},
     )
     outcome = run_sweep(spec, storage=str(tmp_path / "ray"), verbose=0)
     _, parents, children = runs("test_study")
-    assert len(parents) == 1 and len(children) == 3
-    statuses = {c.data.params["train.optimizer.lr"]: set() for c in children}
-    for child in children:
-        statuses[child.data.params["train.optimizer.lr"]].add(child.data.tags["mgm.status"])
-        assert 16 <= int(child.data.params["model.hidden"]) <= 48
-    # Optuna's seeded draws (seed 3) take both learning rates: the huge one diverges, the other trains to the end.
-    assert statuses == {"1000000000000.0": {"diverged"}, "0.001": {"finished"}}
-    for child in children:
-        if child.data.tags["mgm.status"] == "diverged":
-            assert child.info.status == "FAILED" and 1 <= int(child.data.tags["mgm.diverged_step"]) <= 60
-    assert sum(outcome.statuses.values()) == 3 and parents[0].info.status == "FINISHED"
+    assert outcome.statuses == {"finished": 3} and len(parents) == 1 and len(children) == 3
+    drawn = {(c.data.params["train.optimizer.lr"], c.data.params["model.hidden"]) for c in children}
+    assert len(drawn) == 3
+    for lr, hidden in drawn:
+        assert 1.0e-4 <= float(lr) <= 1.0e-2 and 16 <= int(hidden) <= 48
+    best_run, best_value, best_params = outcome.best["kl/nfe-2"]
+    assert best_value == min(c.data.metrics["kl/nfe-2"] for c in children)
+    assert parents[0].data.tags["mgm.best_run.kl/nfe-2"] == best_run and set(best_params) >= set(spec.space)
+
+
+def test_a_diverging_trial_ends_diverged_while_the_others_finish(mlflow_env, tmp_path):
+    spec = study(
+        tmp_path,
+        base={**BASE, "train": {**BASE["train"], "grad_clip": None}},
+        search={"algorithm": "grid", "max_concurrent": 2},
+        space={"train.optimizer.lr": {"grid": [1.0e-3, 1.0e12]}},
+    )
+    outcome = run_sweep(spec, storage=str(tmp_path / "ray"), verbose=0)
+    _, parents, children = runs("test_study")
+    by_lr = {c.data.params["train.optimizer.lr"]: c for c in children}
+    assert by_lr["0.001"].data.tags["mgm.status"] == "finished" and by_lr["0.001"].info.status == "FINISHED"
+    diverged = by_lr["1000000000000.0"]
+    assert diverged.data.tags["mgm.status"] == "diverged" and diverged.info.status == "FAILED"
+    assert 1 <= int(diverged.data.tags["mgm.diverged_step"]) <= 60
+    assert "checkpoints" not in [
+        a.path for a in MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).list_artifacts(diverged.info.run_id)
+    ]
+    assert outcome.statuses == {"finished": 1, "diverged": 1} and parents[0].info.status == "FINISHED"
+    assert outcome.best["kl/nfe-2"][0] == by_lr["0.001"].info.run_id  # the sentinel never wins
 
 
 def test_asha_stops_a_bad_trial_that_runs_on_the_train_executor(mlflow_env, tmp_path):
@@ -210,9 +224,10 @@ def test_a_trial_whose_process_is_killed_resumes_from_its_last_checkpoint(mlflow
         while time.monotonic() < deadline and not killed:
             experiment = client.get_experiment_by_name("test_study")
             found = experiment and client.search_runs([experiment.experiment_id], "tags.`mgm.kind` = 'trial'")
-            step = int(found[0].data.tags.get("mgm.last_step", 0)) if found else 0
-            if step >= 250:
-                where = found[0].data.tags["mgm.trial_process"]
+            tags = found[0].data.tags if found else {}
+            step = int(tags.get("mgm.last_step", 0))
+            if step >= 250 and "mgm.trial_process" in tags:
+                where = tags["mgm.trial_process"]
                 os.kill(int(where.rsplit(":", 1)[1]), signal.SIGKILL)
                 killed.append((where, step))
             time.sleep(0.05)
@@ -248,3 +263,20 @@ def test_two_ray_train_workers_train_a_jvp_objective_data_parallel(mlflow_env, t
     assert len(client.get_metric_history(child.info.run_id, "loss/offdiagonal")) == 60
     assert "checkpoints/final.pt" in [a.path for a in client.list_artifacts(child.info.run_id, "checkpoints")]
     assert (tmp_path / "ray" / outcome.sweep).is_dir()
+
+
+def test_a_multi_objective_optuna_sweep_repeats_each_configuration_over_the_seeds(mlflow_env, tmp_path):
+    spec = study(
+        tmp_path,
+        metric=["kl/nfe-1", "kl/nfe-2"],
+        search={"algorithm": "optuna-nsga2", "num_samples": 2, "max_concurrent": 2, "seed": 0},
+        space={"train.optimizer.lr": {"loguniform": [1.0e-4, 1.0e-2]}},
+        seeds=[0, 1],
+    )
+    outcome = run_sweep(spec, storage=str(tmp_path / "ray"), verbose=0)
+    assert outcome.statuses == {"finished": 4} and set(outcome.best) == {"kl/nfe-1", "kl/nfe-2"}
+    _, _, children = runs("test_study")
+    by_lr: dict[str, set[str]] = {}
+    for child in children:
+        by_lr.setdefault(child.data.params["train.optimizer.lr"], set()).add(child.data.params["train.seed"])
+    assert list(by_lr.values()) == [{"0", "1"}, {"0", "1"}]  # two configurations, each run with both seeds
