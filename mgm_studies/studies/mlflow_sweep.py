@@ -10,8 +10,14 @@ provenance tags, and its final `mgm.status`: finished, diverged, error, or stopp
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import re
+import shutil
+import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,7 @@ from mgm_studies.training import ray_train
 TAG_TRIAL = "mgm.trial_id"
 TAG_SWEEP = "mgm.sweep"  # the sweep's name (study name + space hash), on the parent and every child
 TAG_KIND = "mgm.kind"  # "sweep" on the parent, "trial" on children
+logger = logging.getLogger(__name__)
 _EVAL_METRIC = re.compile(r"^[a-z0-9_]+/nfe-\d+$")
 _REPORTED = ("loss", "mgm/divergence")
 
@@ -43,9 +50,11 @@ class MlflowSweepCallback(tune.Callback):
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
         self._where: dict[str, str] = {}
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "_runs": {}, "_where": {}}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_where": {}, "_queue": None, "_thread": None}
 
     @property
     def client(self) -> MlflowClient:
@@ -92,10 +101,45 @@ class MlflowSweepCallback(tune.Callback):
         return run_id
 
     # ------------------------------------------------------------------ Tune hooks (driver process)
+    # Tune waits for each hook, and a trial's `report` waits for Tune to take its result: MLflow writes done here
+    # would slow every trial down (SQLite: tens of ms per write, several per result). The hooks only snapshot what
+    # they need (and stage the checkpoint's small files, which Tune may delete later) and queue the writes for one
+    # background thread, in order; `flush` (at the end of the experiment) waits for them.
+    def _submit(self, fn, *args: Any) -> None:
+        if self._queue is None:
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._work, name="mgm-mlflow-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((fn, args))
+
+    def _work(self) -> None:
+        while True:
+            fn, args = self._queue.get()
+            try:
+                fn(*args)
+            except Exception:  # one failed write must not stop the others (or the sweep)
+                logger.exception("MLflow write for the sweep failed")
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued MLflow write is done."""
+        if self._queue is not None:
+            self._queue.join()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self.run_for(trial)
+        self._submit(self.run_for, _snapshot(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        staged = None
+        if result.get("checkpoint_path"):  # the `train` executor: Ray Train's checkpoint, forwarded by path
+            staged = _stage(tune.Checkpoint(result["checkpoint_path"], trial.storage.storage_filesystem))
+        self._submit(self._log_result, _snapshot(trial), dict(result), staged)
+
+    def _log_result(self, trial: _Trial, result: dict, staged: Path | None) -> None:
         run_id = self.run_for(trial)
         now = int(time.time() * 1000)
         metrics: list[Metric] = []
@@ -112,28 +156,28 @@ class MlflowSweepCallback(tune.Callback):
             self._where[run_id] = where
             self.client.set_tag(run_id, "mgm.trial_process", where)
         self.client.set_tag(run_id, "mgm.last_step", str(step))
-        if result.get("checkpoint_path"):  # the `train` executor: Ray Train's checkpoint, forwarded by path
-            self._log_checkpoint(run_id, tune.Checkpoint(result["checkpoint_path"], trial.storage.storage_filesystem))
+        if staged is not None:
+            self._log_staged(run_id, staged)
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
-        self._log_checkpoint(self.run_for(trial), checkpoint)
+        staged = _stage(checkpoint)
+        if staged is not None:
+            self._submit(lambda t, folder: self._log_staged(self.run_for(t), folder), _snapshot(trial), staged)
 
-    def _log_checkpoint(self, run_id: str, checkpoint) -> None:
-        with checkpoint.as_directory() as folder:
-            folder = Path(folder)
-            meta_file = folder / ray_train.META_FILE
-            if not meta_file.is_file():
-                return
-            meta = json.loads(meta_file.read_text())
-            plots = folder / ray_train.PLOTS
-            if plots.is_dir():
-                for png in sorted(plots.glob("*.png")):
-                    self.client.log_artifact(run_id, str(png), f"plots/step-{int(meta['step']):09d}")
+    def _log_staged(self, run_id: str, folder: Path) -> None:
+        try:
+            meta = json.loads((folder / ray_train.META_FILE).read_text())
+            for png in sorted((folder / ray_train.PLOTS).glob("*.png")):
+                self.client.log_artifact(run_id, str(png), f"plots/step-{int(meta['step']):09d}")
             if (folder / ray_train.FINAL_FILE).is_file():
                 self.client.log_artifact(run_id, str(folder / ray_train.FINAL_FILE), "checkpoints")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        result = trial.last_result or {}
+        self._submit(self._finish, _snapshot(trial), dict(trial.last_result or {}))
+
+    def _finish(self, trial: _Trial, result: dict) -> None:
         run_id = self.run_for(trial)
         status = result.get(ray_train.STATUS)
         if status == "diverged":
@@ -144,9 +188,41 @@ class MlflowSweepCallback(tune.Callback):
             tracking.finish_run(self.client, run_id, "stopped", tags={"mgm.stopped_step": str(result.get("step"))})
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        error = ""
         try:
             error = str(trial.get_error())
         except Exception:  # the message is a courtesy; the status is what matters
             error = "see the trial's error file in the Ray Tune folder"
-        tracking.finish_run(self.client, self.run_for(trial), "error", tags={"mgm.error": error[-5000:]})
+        self._submit(
+            lambda t, e: tracking.finish_run(self.client, self.run_for(t), "error", tags={"mgm.error": e[-5000:]}),
+            _snapshot(trial),
+            error,
+        )
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """What the writer thread needs of a Tune trial (the Trial object itself keeps changing)."""
+
+    trial_id: str
+    config: dict
+
+
+def _snapshot(trial) -> _Trial:
+    return _Trial(trial.trial_id, dict(trial.config))
+
+
+def _stage(checkpoint) -> Path | None:
+    """Copy a reported checkpoint's plots, meta and final model to a private folder (Tune deletes old checkpoints)."""
+    with checkpoint.as_directory() as folder:
+        folder = Path(folder)
+        if not (folder / ray_train.META_FILE).is_file():
+            return None
+        staged = Path(tempfile.mkdtemp(prefix="mgm-mlflow-"))
+        shutil.copy2(folder / ray_train.META_FILE, staged / ray_train.META_FILE)
+        if (folder / ray_train.PLOTS).is_dir():
+            shutil.copytree(folder / ray_train.PLOTS, staged / ray_train.PLOTS)
+        else:
+            (staged / ray_train.PLOTS).mkdir()
+        if (folder / ray_train.FINAL_FILE).is_file():
+            shutil.copy2(folder / ray_train.FINAL_FILE, staged / ray_train.FINAL_FILE)
+        return staged
