@@ -284,7 +284,10 @@ def run_torch_trainer(config: RunConfig, *, metrics: list[str], modes: list[str]
             name="train",
             storage_path=storage.trial_fs_path,
             storage_filesystem=storage.storage_filesystem,
-            failure_config=ray.train.FailureConfig(max_failures=2),
+            # A finite controller_failure_limit: should the worker group never start (e.g. a placement group leaked
+            # by a trial that a scheduler stopped, platform.md), the trial fails after a few start timeouts
+            # (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default) instead of hanging the sweep.
+            failure_config=ray.train.FailureConfig(max_failures=2, controller_failure_limit=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
         ),
