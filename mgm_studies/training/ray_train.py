@@ -186,24 +186,35 @@ def train_with_reporter(
     return result.status
 
 
+def _train_reporting_to(report, checkpoint_class, latest, config: RunConfig, **options: Any) -> str:
+    """The Trainer reporting through Ray's `report(result, checkpoint=...)` (Tune's or Train's, with its own
+    `Checkpoint` class), resumed from `latest` (the trial's or Train run's newest checkpoint, or None)."""
+
+    def send(result: dict[str, Any], folder: Path | None) -> None:
+        report(result, checkpoint=checkpoint_class.from_directory(str(folder)) if folder is not None else None)
+
+    with tempfile.TemporaryDirectory(prefix="mgm-trial-") as tmp:
+        checkpoint_dir = Path(tmp) / "checkpoints"
+        if latest is not None:  # on every rank: all resume at the same step with the same weights
+            with latest.as_directory() as folder:
+                restore_checkpoint(Path(folder), checkpoint_dir)
+        return train_with_reporter(config, checkpoint_dir, send, **options)
+
+
 # ---------------------------------------------------------------------- the `inline` executor
 def run_inline(config: RunConfig, *, metrics: list[str], modes: list[str]) -> str:
     """Inside a Tune function trial: the Trainer in this process, results through `ray.tune.report`."""
     import ray.tune
 
-    def send(result: dict[str, Any], folder: Path | None) -> None:
-        checkpoint = ray.tune.Checkpoint.from_directory(str(folder)) if folder is not None else None
-        ray.tune.report(result, checkpoint=checkpoint)
-
-    with tempfile.TemporaryDirectory(prefix="mgm-trial-") as tmp:
-        checkpoint_dir = Path(tmp) / "checkpoints"
-        checkpoint = ray.tune.get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                restore_checkpoint(Path(folder), checkpoint_dir)
-        return train_with_reporter(
-            config, checkpoint_dir, send, metrics=metrics, modes=modes, device=resolve_device(config)
-        )
+    return _train_reporting_to(
+        ray.tune.report,
+        ray.tune.Checkpoint,
+        ray.tune.get_checkpoint(),
+        config,
+        metrics=metrics,
+        modes=modes,
+        device=resolve_device(config),
+    )
 
 
 # ---------------------------------------------------------------------- the `train` executor
@@ -214,30 +225,18 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", loop_config["tracking_uri"])  # teachers found by their config hash
     context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
     config = parse_run_config(loop_config["config"])
-    device = str(ray.train.torch.get_device()) if config.resources.gpus_per_worker > 0 else "cpu"
-
-    def send(result: dict[str, Any], folder: Path | None) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None else None
-        ray.train.report(result, checkpoint=checkpoint)
-
-    with tempfile.TemporaryDirectory(prefix="mgm-worker-") as tmp:
-        checkpoint_dir = Path(tmp) / "checkpoints"
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is not None:  # every rank resumes at the same step with the same weights
-            with checkpoint.as_directory() as folder:
-                restore_checkpoint(Path(folder), checkpoint_dir)
-        train_with_reporter(
-            config,
-            checkpoint_dir,
-            send,
-            metrics=loop_config["metrics"],
-            modes=loop_config["modes"],
-            device=device,
-            rank=rank,
-            world_size=world_size,
-        )
+    _train_reporting_to(
+        ray.train.report,
+        ray.train.Checkpoint,
+        ray.train.get_checkpoint(),
+        config,
+        metrics=loop_config["metrics"],
+        modes=loop_config["modes"],
+        device=str(ray.train.torch.get_device()) if config.resources.gpus_per_worker > 0 else "cpu",
+        rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
+    )
 
 
 def per_worker_config(config: RunConfig) -> dict[str, Any]:
