@@ -407,6 +407,9 @@ def _check_axis(spec: StudySpec, key: str, axis: Axis, teachers: dict[str, RunCo
     under every value of an enclosing axis, so that no trial meets a key its section does not have."""
     if key == "train.seed":
         return f"space.{key}", "the seed is set by `seeds`, not swept"
+    if key == "resources" or key.startswith("resources."):
+        # Tune reserves one trial size (and one executor) for the whole sweep, from the base.
+        return f"space.{key}", "resources cannot be swept: every trial of a sweep runs with the base's resources"
     try:
         variants = list(_variants(spec, key))
     except ConfigError as exc:  # the key runs through a value (`train.steps.x`)

@@ -189,6 +189,7 @@ def test_is_study_spec_tells_spaces_from_run_configs() -> None:
 # ---------------------------------------------------------------------- refusals
 REFUSALS = {
     "unknown key": (_spec({"objective.taux": {"choice": [0.1]}}), "space.objective.taux", "not a run-config field"),
+    "resources": (_spec({"resources.workers": {"choice": [1, 2]}}), "space.resources.workers", "cannot be swept"),
     "unknown section": (_spec({"optimiser.lr": {"uniform": [0.1, 0.2]}}), "space.optimiser.lr", "not a run-config"),
     "key below a value": (_spec({"train.steps.x": {"choice": [1]}}), "space.train.steps.x", "not a section"),
     "field of another objective": (_spec({"objective.tau": {"choice": [0.1]}}), "space.objective.tau", "run-config"),
