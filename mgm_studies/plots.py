@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display on cluster nodes or CI
@@ -10,6 +13,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from mgm_studies.data import HistogramSpec
+
+if TYPE_CHECKING:
+    from mgm_studies.training.reporter import Evaluation
 
 _MAX_POINTS = 5000  # enough to see the law; more only slows the PNG down
 
@@ -36,3 +42,20 @@ def samples_figure(samples: Tensor, reference: Tensor, *, title: str, box: Histo
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def evaluation_figures(evaluation: Evaluation, *, box: HistogramSpec | None = None) -> Iterator[tuple[int, Figure]]:
+    """One figure per number of sampling steps K of an evaluation (samples over its reference draw, titled with K,
+    the training step and the KL when measured); each is closed once the caller moves on. None without a reference."""
+    if evaluation.reference is None:
+        return
+    for k, samples in evaluation.samples.items():
+        kl = evaluation.metrics.get(f"kl/nfe-{k}")
+        title = f"{k} step{'s' if k > 1 else ''}, training step {evaluation.step}"
+        fig = samples_figure(
+            samples, evaluation.reference, title=title + (f", KL {kl:.3f}" if kl is not None else ""), box=box
+        )
+        try:
+            yield k, fig
+        finally:
+            close(fig)

@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from mgm_studies.config import RunConfig, flatten
-from mgm_studies.plots import close, samples_figure
+from mgm_studies.plots import evaluation_figures
 from mgm_studies.training.reporter import Evaluation, NullReporter
 
 TAG_STATUS = "mgm.status"  # running | finished | diverged | interrupted | stopped | error
@@ -157,19 +157,8 @@ class MlflowReporter(NullReporter):
     def report_evaluation(self, evaluation: Evaluation) -> None:
         self.report_scalars(evaluation.step, evaluation.metrics)
         self.flush()
-        if evaluation.reference is None:
-            return
-        for k, samples in evaluation.samples.items():
-            kl = evaluation.metrics.get(f"kl/nfe-{k}")
-            title = f"{k} step{'s' if k > 1 else ''}, training step {evaluation.step}"
-            fig = samples_figure(
-                samples,
-                evaluation.reference,
-                title=title + (f", KL {kl:.3f}" if kl is not None else ""),
-                box=self.box,
-            )
+        for k, fig in evaluation_figures(evaluation, box=self.box):
             self.client.log_figure(self.run_id, fig, f"{self.plot_prefix}/step-{evaluation.step:09d}/nfe-{k}.png")
-            close(fig)
 
     def report_checkpoint(self, step: int, path: Path) -> None:
         self.client.set_tag(self.run_id, "mgm.last_checkpoint_step", str(step))

@@ -98,17 +98,11 @@ class RayReporter(NullReporter):
     def _write_plots(self, evaluation: Evaluation, folder: Path) -> None:
         if evaluation.reference is None or evaluation.reference.dim() != 2:
             return
-        from mgm_studies.plots import close, samples_figure
+        from mgm_studies.plots import evaluation_figures
 
         folder.mkdir()
-        for k, samples in evaluation.samples.items():
-            kl = evaluation.metrics.get(f"kl/nfe-{k}")
-            title = f"{k} step{'s' if k > 1 else ''}, training step {evaluation.step}"
-            fig = samples_figure(
-                samples, evaluation.reference, title=title + (f", KL {kl:.3f}" if kl is not None else ""), box=self.box
-            )
+        for k, fig in evaluation_figures(evaluation, box=self.box):
             fig.savefig(folder / f"nfe-{k}.png", dpi=80)
-            close(fig)
 
 
 class PeerReporter(NullReporter):
