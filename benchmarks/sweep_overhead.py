@@ -6,12 +6,16 @@ Four ways to train the same N short trials (checkerboard, MLP 64x2, `--steps` st
 1. bare: the Trainer in this process, nothing reported (the sum of the trials' training times);
 2. tune-bare: a minimal Tune function trial running the same Trainer and calling `tune.report` once per evaluation
    (no MLflow, no checkpoints);
-3. inline: `run_sweep` with the `inline` executor (reports with checkpoints and plots, MLflow child runs);
+3. inline: `run_sweep` with the `inline` executor (reports with checkpoints and samples, MLflow child runs; the
+   sample plots are drawn by the driver's MLflow callback);
 4. train: `run_sweep` with the `train` executor (a Ray Train `TorchTrainer` with one worker per trial).
 
-Per trial it reports Tune's `time_total_s`; for `train`, a breakdown from timestamps taken in the trial and the worker
-(controller + worker start until the worker function runs, imports and data, training, teardown); and the mean
-seconds one report takes (`tune.report` / `ray.train.report`, checkpoint included) measured around each call.
+Per trial it reports the wall time of the trial function, from its start to its return in its own process (Tune's
+`time_total_s` is shown too, but it stops at the last report: for `train` it misses the Train run's teardown); for
+`train`, a breakdown from timestamps taken in the trial and the worker (fit() until the worker function runs, the
+config and model, training, teardown); and the median seconds one report takes (`tune.report` / `ray.train.report`,
+checkpoint included) measured around each call. The timestamps come from a probe Ray runs in every worker process
+(`_sweep_probe.py`, standard library only: a heavier probe would itself load the 2 cores).
 Targets (issue 4): inline within 1.2x of tune-bare; train <= 10 s orchestration per trial and <= 50 ms per report.
 
     .venv/bin/python benchmarks/sweep_overhead.py [--trials 3] [--steps 600] [--interval 100]
@@ -29,17 +33,18 @@ from pathlib import Path
 
 import ray
 from _results import write_results
+from _sweep_probe import stamp, timings
 from ray import tune
 
 from mgm_studies.config import parse_run_config
 from mgm_studies.studies.space import parse_study_spec
 from mgm_studies.studies.sweep import ray_environment, run_sweep
-from mgm_studies.training import ray_train
 from mgm_studies.training.reporter import NullReporter
 from mgm_studies.training.trainer import Trainer
 
-# Shared by this process and Ray's workers (same machine): the instrumented functions write here.
-TIMINGS = Path(os.environ.setdefault("MGM_SWEEP_OVERHEAD_TIMINGS", tempfile.mkdtemp(prefix="mgm-sweep-timings-")))
+# Shared by this process and Ray's workers (same machine): the probe (`_sweep_probe.py`) writes here.
+os.environ.setdefault("MGM_SWEEP_OVERHEAD_TIMINGS", tempfile.mkdtemp(prefix="mgm-sweep-timings-"))
+TIMINGS = timings()
 
 
 def base_config(steps: int, interval: int) -> dict:
@@ -66,8 +71,10 @@ class _Reports(NullReporter):
 
 
 def _tune_bare_trial(params: dict, config: dict) -> None:
+    stamp("trial_start")
     train = {**config["train"], "seed": params["seed"]}
     Trainer(parse_run_config({**config, "train": train}), reporter=_Reports()).run()
+    stamp("trial_end")
 
 
 def tune_bare(config: dict, seeds: list[int], storage: Path) -> list[float]:
@@ -79,45 +86,6 @@ def tune_bare(config: dict, seeds: list[int], storage: Path) -> list[float]:
         run_config=tune.RunConfig(name="tune-bare", storage_path=str(storage), verbose=0),
     )
     return [r.metrics["time_total_s"] for r in tuner.fit()]
-
-
-def _timed(send):
-    """Wrap a trial's report function: append each call's duration (seconds) to a file per process."""
-    path = TIMINGS / f"reports-{os.getpid()}.txt"
-
-    def timed_send(result, folder):
-        start = time.perf_counter()
-        send(result, folder)
-        with path.open("a") as f:
-            f.write(f"{time.perf_counter() - start}\n")
-
-    return timed_send
-
-
-def _stamp(name: str) -> None:
-    with (TIMINGS / "stamps.jsonl").open("a") as f:
-        f.write(json.dumps({"name": name, "t": time.time(), "pid": os.getpid()}) + "\n")
-
-
-def _instrument() -> None:
-    """Ray's worker_process_setup_hook: timestamps and report timings around the sweep's own functions, in every
-    Ray worker process (the functions are looked up by module attribute when called)."""
-    _stamp("process_start")
-    original_train, original_fit = ray_train.train_with_reporter, ray_train.run_torch_trainer
-
-    def train_with_reporter(config, checkpoint_dir, send, **kwargs):
-        _stamp("trainer_start")
-        status = original_train(config, checkpoint_dir, _timed(send), **kwargs)
-        _stamp("trainer_end")
-        return status
-
-    def run_torch_trainer(config, **kwargs):
-        _stamp("fit_start")
-        original_fit(config, **kwargs)
-        _stamp("fit_end")
-
-    ray_train.train_with_reporter = train_with_reporter
-    ray_train.run_torch_trainer = run_torch_trainer
 
 
 def sweep(config: dict, seeds: list[int], storage: Path, executor: str) -> tuple[list[float], float]:
@@ -142,29 +110,56 @@ def sweep(config: dict, seeds: list[int], storage: Path, executor: str) -> tuple
     return totals, wall
 
 
-def _breakdown() -> dict[str, float]:
-    """Median seconds of each phase of a `train` executor trial, from the stamps of its processes."""
-    stamps = sorted(
-        (json.loads(line) for line in (TIMINGS / "stamps.jsonl").read_text().splitlines()), key=lambda s: s["t"]
-    )
+def _take_stamps() -> list[dict]:
+    """The stamps written since the last call (`_sweep_probe.py`), in time order; the file is emptied."""
+    path = TIMINGS / "stamps.jsonl"
+    if not path.is_file():
+        return []
+    stamps = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda s: s["t"])
+    path.unlink()
+    return stamps
+
+
+def _trial_walls(stamps: list[dict]) -> list[float]:
+    """Seconds from each trial function's start to its return, in its own process."""
+    starts, walls = {}, []
+    for s in stamps:
+        if s["name"] == "trial_start":
+            starts[s["pid"]] = s["t"]
+        elif s["name"] == "trial_end" and s["pid"] in starts:
+            walls.append(s["t"] - starts.pop(s["pid"]))
+    return walls
+
+
+def _breakdown(stamps: list[dict]) -> dict[str, float]:
+    """Median seconds of each phase of a `train` executor trial, from the probe's stamps (`_sweep_probe.py`)."""
     phases: dict[str, list[float]] = {
-        "controller + worker start": [],
-        "imports, process group, data, model": [],
+        "fit() until the worker function runs": [],
+        "  of which the worker process start + imports": [],
+        "config, data, model": [],
         "training (reports included)": [],
-        "teardown": [],
+        "teardown (until fit() returns)": [],
+        "processes Ray started during fit()": [],
     }
-    fit_starts = [s for s in stamps if s["name"] == "fit_start"]
-    for fit_start in fit_starts:
+    for fit_start in (s for s in stamps if s["name"] == "fit_start"):
         after = [s for s in stamps if s["t"] >= fit_start["t"]]
-        trainer_start = next(s for s in after if s["name"] == "trainer_start")
-        trainer_end = next(s for s in after if s["name"] == "trainer_end")
+        worker_fn = next(s for s in after if s["name"] == "worker_fn")
+        trainer_start = next(s for s in after if s["name"] == "trainer_start" and s["pid"] == worker_fn["pid"])
+        trainer_end = next(s for s in after if s["name"] == "trainer_end" and s["pid"] == worker_fn["pid"])
         fit_end = next(s for s in after if s["name"] == "fit_end")
-        started = [s for s in after if s["name"] == "process_start" and s["t"] <= trainer_start["t"]]
-        process_start = started[-1]["t"] if started else fit_start["t"]  # a worker process Ray had started before
-        phases["controller + worker start"].append(process_start - fit_start["t"])
-        phases["imports, process group, data, model"].append(trainer_start["t"] - process_start)
+        # The worker's process: started during this fit, or an idle one Ray had started before it.
+        process_start = max(
+            [s["t"] for s in stamps if s["name"] == "process_start" and s["pid"] == worker_fn["pid"]] or [0.0]
+        )
+        started = [s for s in after if s["name"] == "process_start" and s["t"] <= fit_end["t"]]
+        phases["fit() until the worker function runs"].append(worker_fn["t"] - fit_start["t"])
+        phases["  of which the worker process start + imports"].append(
+            worker_fn["t"] - max(process_start, fit_start["t"])
+        )
+        phases["config, data, model"].append(trainer_start["t"] - worker_fn["t"])
         phases["training (reports included)"].append(trainer_end["t"] - trainer_start["t"])
-        phases["teardown"].append(fit_end["t"] - trainer_end["t"])
+        phases["teardown (until fit() returns)"].append(fit_end["t"] - trainer_end["t"])
+        phases["processes Ray started during fit()"].append(float(len(started)))
     return {k: statistics.median(v) for k, v in phases.items() if v}
 
 
@@ -200,15 +195,17 @@ def main() -> None:
         num_cpus=2,
         include_dashboard=True,
         log_to_driver=False,
-        runtime_env={"env_vars": environment, "worker_process_setup_hook": "sweep_overhead._instrument"},
+        runtime_env={"env_vars": environment, "worker_process_setup_hook": "_sweep_probe.install"},
     )
     try:
-        tune_bare_times = tune_bare(config, seeds, work / "ray")
-        inline_times, inline_wall = sweep(config, seeds, work / "ray", "inline")
-        inline_reports = _report_seconds()
-        train_times, train_wall = sweep(config, seeds, work / "ray", "train")
-        train_reports = _report_seconds()
-        breakdown = _breakdown()
+        _take_stamps()  # the idle workers Ray started
+        tune_bare_totals = tune_bare(config, seeds, work / "ray")
+        tune_bare_times = _trial_walls(_take_stamps())
+        inline_totals, inline_wall = sweep(config, seeds, work / "ray", "inline")
+        inline_times, inline_reports = _trial_walls(_take_stamps()), _report_seconds()
+        train_totals, train_wall = sweep(config, seeds, work / "ray", "train")
+        train_stamps = _take_stamps()
+        train_times, train_reports, breakdown = _trial_walls(train_stamps), _report_seconds(), _breakdown(train_stamps)
     finally:
         ray.shutdown()
 
@@ -221,8 +218,9 @@ def main() -> None:
         "bare_seconds": bare_times,
         "tune_bare_seconds": tune_bare_times,
         "inline_seconds": inline_times,
-        "inline_sweep_wall_seconds": inline_wall,
         "train_seconds": train_times,
+        "tune_time_total_s": {"tune_bare": tune_bare_totals, "inline": inline_totals, "train": train_totals},
+        "inline_sweep_wall_seconds": inline_wall,
         "train_sweep_wall_seconds": train_wall,
         "inline_vs_tune_bare": median(inline_times) / median(tune_bare_times),
         "train_orchestration_seconds": median(train_times) - median(bare_times),
@@ -231,21 +229,22 @@ def main() -> None:
         "train_breakdown_seconds": breakdown,
     }
     print(f"{args.trials} trials x {args.steps} steps, an evaluation (and report) every {args.interval} steps")
-    print(f"{'per trial (median)':<34} {'seconds':>8}")
-    for name, values in (
-        ("bare Trainer", bare_times),
-        ("bare Tune function trial", tune_bare_times),
-        ("inline executor trial", inline_times),
-        ("train executor trial", train_times),
+    print("per trial, median seconds: the trial function's wall time (Tune's time_total_s in brackets)")
+    for name, values, totals in (
+        ("bare Trainer", bare_times, None),
+        ("bare Tune function trial", tune_bare_times, tune_bare_totals),
+        ("inline executor trial", inline_times, inline_totals),
+        ("train executor trial", train_times, train_totals),
     ):
-        print(f"{name:<34} {median(values):>8.2f}")
+        shown = f" ({median(totals):.2f})" if totals else ""
+        print(f"  {name:<32} {median(values):>8.2f}{shown}")
     print(f"inline / bare Tune trial: {results['inline_vs_tune_bare']:.2f} (target <= 1.2)")
     print(f"train orchestration: {results['train_orchestration_seconds']:.1f} s per trial (target <= 10 s)")
     for name, value in (("inline", results["inline_report_seconds"]), ("train", results["train_report_seconds"])):
         if value is not None:
             print(f"one {name} report (checkpoint included): {1000 * value:.0f} ms (target <= 50 ms for train)")
     for phase, seconds in breakdown.items():
-        print(f"  train breakdown: {phase:<26} {seconds:6.2f} s")
+        print(f"  train breakdown: {phase:<46} {seconds:6.2f}")
     print(
         f"sweep wall: inline {inline_wall:.1f} s, train {train_wall:.1f} s; sum of bare trials {sum(bare_times):.1f} s"
     )

@@ -80,7 +80,7 @@ class MlflowSweepCallback(tune.Callback):
         return run_id
 
     def _create(self, trial) -> str:
-        from mgm_studies.studies.sweep import trial_run_config
+        from mgm_studies.studies.trial import trial_run_config
 
         config = trial_run_config(self.study, trial.config)
         tags = {
@@ -167,8 +167,9 @@ class MlflowSweepCallback(tune.Callback):
     def _log_staged(self, run_id: str, folder: Path) -> None:
         try:
             meta = json.loads((folder / ray_train.META_FILE).read_text())
-            for png in sorted((folder / ray_train.PLOTS).glob("*.png")):
-                self.client.log_artifact(run_id, str(png), f"plots/step-{int(meta['step']):09d}")
+            if (folder / ray_train.SAMPLES_FILE).is_file():
+                for png in _render_plots(folder / ray_train.SAMPLES_FILE, folder / "plots"):
+                    self.client.log_artifact(run_id, str(png), f"plots/step-{int(meta['step']):09d}")
             if (folder / ray_train.FINAL_FILE).is_file():
                 self.client.log_artifact(run_id, str(folder / ray_train.FINAL_FILE), "checkpoints")
         finally:
@@ -212,17 +213,27 @@ def _snapshot(trial) -> _Trial:
 
 
 def _stage(checkpoint) -> Path | None:
-    """Copy a reported checkpoint's plots, meta and final model to a private folder (Tune deletes old checkpoints)."""
+    """Copy a reported checkpoint's meta, samples and final model to a private folder (Tune deletes old
+    checkpoints; the writer thread gets to them later)."""
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
         if not (folder / ray_train.META_FILE).is_file():
             return None
         staged = Path(tempfile.mkdtemp(prefix="mgm-mlflow-"))
-        shutil.copy2(folder / ray_train.META_FILE, staged / ray_train.META_FILE)
-        if (folder / ray_train.PLOTS).is_dir():
-            shutil.copytree(folder / ray_train.PLOTS, staged / ray_train.PLOTS)
-        else:
-            (staged / ray_train.PLOTS).mkdir()
-        if (folder / ray_train.FINAL_FILE).is_file():
-            shutil.copy2(folder / ray_train.FINAL_FILE, staged / ray_train.FINAL_FILE)
+        for name in (ray_train.META_FILE, ray_train.SAMPLES_FILE, ray_train.FINAL_FILE):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, staged / name)
         return staged
+
+
+def _render_plots(samples_file: Path, into: Path) -> list[Path]:
+    """The sample plots of one reported evaluation (`nfe-K.png` per number of steps), drawn here on the driver."""
+    from mgm_studies.plots import evaluation_figures
+
+    evaluation, box = ray_train.load_samples(samples_file)
+    into.mkdir(exist_ok=True)
+    pngs = []
+    for k, fig in evaluation_figures(evaluation, box=box):
+        pngs.append(into / f"nfe-{k}.png")
+        fig.savefig(pngs[-1], dpi=80)
+    return pngs

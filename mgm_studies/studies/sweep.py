@@ -31,44 +31,7 @@ from mgm_studies import tracking
 from mgm_studies.config import RunConfig
 from mgm_studies.configbase import ConfigError
 from mgm_studies.studies.space import StudySpec, load_study_spec
-from mgm_studies.training import ray_train
-
-TRIAL_INDEX = "__trial_index__"  # set by Tune's Repeater: which of the study's seeds a repeated trial runs
-SEED_KEY = "train.seed"
-
-
-# ---------------------------------------------------------------------- trial configs
-def trial_run_config(study: StudySpec, params: dict[str, Any]) -> RunConfig:
-    """The run config of the trial whose Tune config is `params` (searcher labels -> values, the seed)."""
-    values = {}
-    for key, axis in study.space.items():
-        label = params[key]
-        values[key] = axis.value_for(label) if axis.kind in ("choice", "grid") else label
-    if SEED_KEY in params and SEED_KEY not in study.space:
-        seed = int(params[SEED_KEY])
-    elif TRIAL_INDEX in params:
-        seed = study.seeds[int(params[TRIAL_INDEX]) % len(study.seeds)]
-    else:
-        seed = study.seeds[0]
-    return study.trial_config(values, seed)
-
-
-def executor_of(config: RunConfig) -> str:
-    """`resources.executor`, with `auto`: `train` (Ray Train workers) for more than one worker, else `inline`."""
-    executor = config.resources.executor
-    if executor == "auto":
-        return "train" if config.resources.workers > 1 else "inline"
-    return executor
-
-
-def _trial(params: dict[str, Any], *, study: StudySpec, tracking_uri: str) -> None:
-    """The Tune function trainable: one run config, trained by its executor."""
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # teachers are looked up (read only) by config hash
-    config = trial_run_config(study, params)
-    if executor_of(config) == "train":
-        ray_train.run_torch_trainer(config, metrics=study.metric, modes=study.mode, tracking_uri=tracking_uri)
-    else:
-        ray_train.run_inline(config, metrics=study.metric, modes=study.mode)
+from mgm_studies.studies.trial import SEED_KEY, TRIAL_INDEX, executor_of, run_trial, trial_run_config
 
 
 # ---------------------------------------------------------------------- search
@@ -228,11 +191,18 @@ class SweepOutcome:
 
 
 def ray_environment(tracking_uri: str) -> dict[str, str]:
-    """What Ray's worker processes need: the tracking store, and Ray Train's controller polling its workers every
-    0.1 s instead of 2 s (each `ray.train.report` otherwise blocks up to 2 s: platform.md)."""
+    """What Ray's worker processes need: the tracking store, and two Ray Train settings (a user's own environment
+    variables win):
+
+    - the controller polls its workers every 0.1 s instead of 2 s (each `ray.train.report` otherwise blocks up to
+      2 s: platform.md);
+    - no preemption watcher: it is one more actor process per `train` trial (its start costs about a CPU-second)
+      and only logs spot-instance preemptions; `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1` brings it back.
+    """
     return {
         "MLFLOW_TRACKING_URI": tracking_uri,
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"),
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"),
         "RAY_CHDIR_TO_TRIAL_DIR": "0",
     }
 
@@ -302,7 +272,7 @@ def run_sweep(
         ray.init(address=address, runtime_env={"env_vars": environment}, log_to_driver=verbose > 1)
         started_ray = True
     try:
-        trainable = tune.with_parameters(_trial, study=study, tracking_uri=uri)
+        trainable = tune.with_parameters(run_trial, study=study, tracking_uri=uri)
         resources = base.resources
         if executor_of(base) == "train":  # the trial only waits on its TorchTrainer; the workers hold the resources
             trainable = tune.with_resources(trainable, {"cpu": 0.01})

@@ -8,7 +8,9 @@ handed a reporter):
   (`running` | `finished` | `diverged`), `mgm/final`, and `mgm/scalars`: the per-step training scalars since the last
   result as `[step, {name: value}]` pairs (the sweep's MLflow callback logs them at their own steps);
 - with each result a checkpoint folder: `trainer.pt` (the newest Trainer checkpoint: what a restarted trial resumes
-  from), `plots/nfe-K.png` (samples over data) and, in the last one, `final.pt` (the exported model);
+  from), `samples.pt` (the evaluation's samples and reference draw: the sweep's MLflow callback renders the sample
+  plots from it on the driver, so trials never import matplotlib nor spend their time drawing) and, in the last one,
+  `final.pt` (the exported model);
 - a diverged run sends a last result whose metrics hold `DIVERGED_VALUE` (finite: a NaN would leave the Optuna trial
   RUNNING for ever, platform.md) with status `diverged`.
 """
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 
 from mgm_studies.config import RunConfig, parse_run_config
+from mgm_studies.data import HistogramSpec
 from mgm_studies.training.reporter import Evaluation, NullReporter
 from mgm_studies.training.trainer import Trainer
 
@@ -36,7 +39,8 @@ STATUS = "mgm/status"
 FINAL = "mgm/final"
 SCALARS = "mgm/scalars"
 DIVERGED_VALUE = 1.0e12  # what a diverged trial reports for each metric to minimise (its negative to maximise)
-CHECKPOINT_FILE, META_FILE, FINAL_FILE, PLOTS = "trainer.pt", "meta.json", "final.pt", "plots"
+CHECKPOINT_FILE, META_FILE, FINAL_FILE, SAMPLES_FILE = "trainer.pt", "meta.json", "final.pt", "samples.pt"
+PLOTTED_POINTS = 5000  # samples kept per number of steps for the plots (a scatter shows no more)
 
 Send = Callable[[dict[str, Any], Path | None], None]  # (result, checkpoint folder or None) -> reported to Ray
 
@@ -74,7 +78,7 @@ class RayReporter(NullReporter):
             if self._checkpoint is not None and self._checkpoint[1].is_file():
                 shutil.copyfile(self._checkpoint[1], folder / CHECKPOINT_FILE)
                 meta["checkpoint_step"] = self._checkpoint[0]
-            self._write_plots(evaluation, folder / PLOTS)
+            self._write_samples(evaluation, folder / SAMPLES_FILE)
             if final and self.export is not None:
                 from mgm_studies.exported import save_exported
 
@@ -95,14 +99,33 @@ class RayReporter(NullReporter):
         scalars, self._scalars = self._scalars, []
         return [[s, {k: v for k, v in d.items() if math.isfinite(v)}] for s, d in scalars]
 
-    def _write_plots(self, evaluation: Evaluation, folder: Path) -> None:
+    def _write_samples(self, evaluation: Evaluation, path: Path) -> None:
         if evaluation.reference is None or evaluation.reference.dim() != 2:
             return
-        from mgm_studies.plots import evaluation_figures
+        box = self.box
+        torch.save(
+            {
+                "step": evaluation.step,
+                "metrics": dict(evaluation.metrics),
+                "samples": {int(k): v[:PLOTTED_POINTS].contiguous() for k, v in evaluation.samples.items()},
+                "reference": evaluation.reference[:PLOTTED_POINTS].contiguous(),
+                "box": None if box is None else {"low": list(box.low), "high": list(box.high), "bins": box.bins},
+            },
+            path,
+        )
 
-        folder.mkdir()
-        for k, fig in evaluation_figures(evaluation, box=self.box):
-            fig.savefig(folder / f"nfe-{k}.png", dpi=80)
+
+def load_samples(path: Path) -> tuple[Evaluation, HistogramSpec | None]:
+    """The evaluation (metrics, samples, reference) and plot box saved in a reported `samples.pt`."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    evaluation = Evaluation(
+        step=int(payload["step"]),
+        metrics={k: float(v) for k, v in payload["metrics"].items()},
+        samples=dict(payload["samples"]),
+        reference=payload["reference"],
+    )
+    box = payload["box"]
+    return evaluation, None if box is None else HistogramSpec(box["low"], box["high"], int(box["bins"]))
 
 
 class PeerReporter(NullReporter):
