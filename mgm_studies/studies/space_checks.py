@@ -1,0 +1,165 @@
+"""The checks of a search space that need the whole spec: each axis value applied to the base, and the metric.
+
+`check_spec` applies every value of every axis (each choice, both ends of a range), under every value of the axes
+enclosing it, to the base and validates the run config that results (`check_files`: named files exist, a config
+teacher fits); it checks that the metric is one the trials report, that the searcher can sample or enumerate each
+axis, that asha has evaluations to stop at, and (for a small all-discrete space) every combination of values together.
+Every problem is a `ConfigError` naming `space.<dotted key>`, `metric` or `search.<field>`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mgm_studies.config import EvalConfig, RunConfig, load_run_config, parse_run_config
+from mgm_studies.configbase import ConfigError
+from mgm_studies.studies.space_spec import PATH_FIELDS, Axis, StudySpec, set_dotted
+from mgm_studies.teachers import check_compatible
+
+_METRIC = re.compile(r"^(?P<metric>[a-z0-9_]+)/nfe-(?P<steps>[0-9]+)$")
+_MAX_COMBINATIONS = 512  # an all-discrete space up to this size has every combination checked
+
+
+def check_spec(spec: StudySpec) -> None:
+    """Checks that need the whole spec: each axis value applied to the base, the metric, the searcher."""
+    teachers: dict[str, RunConfig] = {}
+    problems = [p for key, axis in spec.space.items() if (p := _check_axis(spec, key, axis, teachers))]
+    if problems:
+        raise ConfigError(problems)
+    # What decides the reported metrics: the eval section and the objective, of the base and of each swept value.
+    configs = [parse_run_config(spec.base)]
+    for key in spec.space:
+        if key.split(".")[0] in ("eval", "objective"):
+            configs += [parse_run_config(data) for data, _ in _variants(spec, key)]
+    evals, objectives = [c.eval for c in configs], {c.objective.name for c in configs}
+    problems += _check_metrics(spec, evals, objectives)
+    algorithm = spec.search.algorithm
+    for key, axis in spec.space.items():
+        if axis.kind == "grid" and algorithm != "grid":
+            # Optuna (TPE, NSGA-II, random) samples: a grid axis would silently become a choice.
+            problems.append(
+                (f"space.{key}", f"{algorithm} samples, it cannot enumerate a grid: use choice, or algorithm grid")
+            )
+        if algorithm == "grid" and not axis.discrete:
+            problems.append((f"space.{key}", f"algorithm grid enumerates values: a {axis.kind} range has none"))
+    if spec.search.scheduler.name == "asha" and any(e.interval == 0 for e in evals):
+        problems.append(
+            ("search.scheduler", "asha stops trials at evaluations: set the base's eval.interval > 0 (steps)")
+        )
+    if not problems:
+        problems += _check_combinations(spec)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _variants(spec: StudySpec, key: str) -> Iterator[tuple[dict, tuple[dict[str, Any], Any]]]:
+    """The base with each value of `key` (both ends of a range), under every value of the axes enclosing it (a swept
+    `objective` for `objective.tau`); with the (enclosing setting, value) that made it."""
+    keys = sorted((k for k in spec.space if key.startswith(k + ".")), key=lambda k: k.count("."))
+    for values in itertools.product(*(spec.space[k].values for k in keys), spec.space[key].values):
+        data = copy.deepcopy(spec.base)
+        for other, value in zip([*keys, key], values, strict=True):
+            set_dotted(data, other, value)
+        yield data, (dict(zip(keys, values[:-1], strict=True)), values[-1])
+
+
+def _check_axis(spec: StudySpec, key: str, axis: Axis, teachers: dict[str, RunConfig]) -> tuple[str, str] | None:
+    """The first problem of applying each value (both ends of a range) of `axis` to the base, as space.<key>;
+    under every value of an enclosing axis, so that no trial meets a key its section does not have."""
+    if key == "train.seed":
+        return f"space.{key}", "the seed is set by `seeds`, not swept"
+    if key == "resources" or key.startswith("resources."):
+        # Tune reserves one trial size (and one executor) for the whole sweep, from the base.
+        return f"space.{key}", "resources cannot be swept: every trial of a sweep runs with the base's resources"
+    try:
+        variants = list(_variants(spec, key))
+    except ConfigError as exc:  # the key runs through a value (`train.steps.x`)
+        return exc.problems[0]
+    for data, (setting, value) in variants:
+        where = "".join(f" with {other}={other_value!r}" for other, other_value in setting.items())
+        try:
+            config = parse_run_config(data)
+            check_files(config, teachers)
+        except ConfigError as exc:
+            field, message = exc.problems[0]
+            # pydantic's message for a key its model does not have, at the key or at a section above it
+            if message == "Extra inputs are not permitted" and (field == key or key.startswith(field + ".")):
+                return f"space.{key}", f"not a run-config field{where or ' of this base'}: {field!r} is not accepted"
+            return f"space.{key}", f"value {value!r}{where}: {field}: {message}"
+        parsed = _get(config.model_dump(), key)
+        if axis.kind in ("uniform", "loguniform") and isinstance(parsed, int) and not isinstance(parsed, bool):
+            return f"space.{key}", f"an integer field: sample it with int: [low, high] (got {axis.kind})"
+    return None
+
+
+def check_files(config: RunConfig, teachers: dict[str, RunConfig]) -> None:
+    """Named files exist, and a config teacher is an si run on the same interpolant (teachers.check_compatible)."""
+    teacher = getattr(config.objective, "teacher", None)
+    for field in PATH_FIELDS:
+        section, _, leaf = field.rpartition(".")
+        name = getattr(teacher if section == "objective.teacher" else config.data, leaf, None)
+        if name is not None and not Path(name).is_file():
+            raise ConfigError.single(field, f"no file {name!r}")
+    if teacher is not None and teacher.config is not None:
+        if teacher.config not in teachers:
+            try:
+                teachers[teacher.config] = load_run_config(teacher.config)
+            except ConfigError as exc:
+                raise ConfigError.single("objective.teacher.config", f"{teacher.config}: {exc}") from None
+        check_compatible(teachers[teacher.config], config.interpolant)
+
+
+def _check_metrics(spec: StudySpec, evals: list[EvalConfig], objectives: set[str]) -> list[tuple[str, str]]:
+    """Each metric of the study is one the trials report: loss, mgm/divergence (objective mgm) or
+    <metric>/nfe-<K> with the metric in some eval.metrics and K in some eval.steps."""
+    metrics = sorted({m for e in evals for m in e.metrics})
+    steps = sorted({k for e in evals for k in e.steps})
+    problems = []
+    for name in spec.metric:
+        match = _METRIC.match(name)
+        if name == "loss" or (name == "mgm/divergence" and "mgm" in objectives):
+            continue
+        if match and match["metric"] in metrics and int(match["steps"]) in steps:
+            continue
+        problems.append(
+            (
+                "metric",
+                f"{name!r} is not reported by these trials: use loss, mgm/divergence (objective mgm) or "
+                f"<metric>/nfe-<K> with metric in {metrics} (eval.metrics) and K in {steps} (eval.steps)",
+            )
+        )
+    return problems
+
+
+def _check_combinations(spec: StudySpec) -> list[tuple[str, str]]:
+    """Every combination of an all-discrete space that is small enough, applied together (axes can clash)."""
+    if not all(axis.discrete for axis in spec.space.values()):
+        return []
+    keys = list(spec.space)
+    if math.prod(len(spec.space[k].values) for k in keys) > _MAX_COMBINATIONS:
+        return []
+    for values in itertools.product(*(spec.space[k].values for k in keys)):
+        params = dict(zip(keys, values, strict=True))
+        try:
+            spec.trial_config(params, spec.seeds[0])
+        except ConfigError as exc:
+            field, message = exc.problems[0]
+            related = [k for k in keys if field == k or field.startswith(k + ".") or k.startswith(field + ".")]
+            return [(f"space.{related[0]}" if related else "space", f"{field}: {message}")]
+    return []
+
+
+def _get(tree: Any, key: str) -> Any:
+    """tree[a][b][c] for key 'a.b.c', None where a section is missing."""
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+__all__ = ["check_files", "check_spec"]
