@@ -240,6 +240,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep_command(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from mgm_studies import tracking
+    from mgm_studies.reporting.build import HTML, build_report
+
+    out = Path(args.out) if args.out else Path("reports") / args.study
+    data = build_report(args.study, out=out, tracking_uri=tracking.tracking_uri(), sweep_run_id=args.sweep)
+    print(f"report of study {data.study!r} (sweep {data.sweep_name}, {len(data.trials)} trials): {out / HTML}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgm-studies", description=__doc__, epilog=EPILOG)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -317,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, help="override search.max_concurrent")
     p.add_argument("--quiet", action="store_true", help="no Tune progress table")
     p.set_defaults(handler=cmd_sweep)
+
+    p = verbs.add_parser(
+        "report",
+        help="write the ablation report of a study from MLflow",
+        description=(
+            "Read a study's newest sweep (or --sweep RUN_ID) from MLflow ($MLFLOW_TRACKING_URI) and write "
+            "reports/STUDY/ (or --out DIR): results.parquet (one row per trial), report.md, index.html, figures/."
+        ),
+        epilog=EPILOG,
+    )
+    p.add_argument("study", metavar="STUDY", help="study name (the search space's `name`: its MLflow experiment)")
+    p.add_argument("--out", help="report folder (default reports/STUDY); replaced whole")
+    p.add_argument("--sweep", metavar="RUN_ID", help="the sweep's parent run id (default: the study's newest sweep)")
+    p.set_defaults(handler=cmd_report)
 
     p = verbs.add_parser(
         "validate",

@@ -1,0 +1,1 @@
+"""Ablation reports generated from MLflow: `mgm-studies report STUDY` (see build.py)."""

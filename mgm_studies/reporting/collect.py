@@ -1,0 +1,227 @@
+"""A study's sweep read back from MLflow: the parent run and one row per trial (the report's only input).
+
+What the sweep wrote (`studies/mlflow_sweep.py`, `studies/sweep.py`): an experiment named after the study; a parent run
+per sweep (tag `mgm.kind=sweep`; params `swept`, `metric`, `mode`, `seeds`, `search.*`); a child run per trial (tag
+`mgm.kind=trial`, `mlflow.parentRunId`, `mgm.trial_params` = the trial's axis labels as JSON, `mgm.status`; the
+flattened run config as params; `kl/nfe-K`, ... at their evaluation steps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from mgm_studies.configbase import ConfigError
+from mgm_studies.training.ray_train import DIVERGED_VALUE
+
+TAG_KIND, TAG_SWEEP, TAG_STATUS, TAG_PARAMS = "mgm.kind", "mgm.sweep", "mgm.status", "mgm.trial_params"
+EVAL_METRIC = re.compile(r"^(?P<family>[a-z0-9_]+)/nfe-(?P<k>\d+)$")
+NOT_QUALITY = {"fevals"}  # per-NFE counters, not quality metrics
+SEED = "train.seed"
+# The fixed columns of the trial table (then one column per axis, then one per final metric).
+COLUMNS = [
+    "run_id",
+    "run_name",
+    "trial_id",
+    "status",
+    SEED,
+    "start_time",
+    "end_time",
+    "duration_s",
+    "last_step",
+    "workers",
+    "cpus",
+    "gpus",
+    "url",
+]
+
+
+class TrackingUnreachable(RuntimeError):
+    """The tracking store cannot be read (a server that does not answer, a SQLite file that does not exist)."""
+
+
+@dataclass
+class StudyData:
+    """One sweep of a study: its parent run and its trials (one row each, every status)."""
+
+    study: str
+    tracking_uri: str
+    experiment_id: str
+    sweep_run_id: str
+    sweep_name: str
+    sweep_start: pd.Timestamp
+    sweep_end: pd.Timestamp | None  # None while the sweep is running
+    search: dict[str, str]  # the parent's params (search.algorithm, seeds, ...)
+    axes: list[str]  # swept keys, in the space's order
+    metrics: list[str]  # what the sweep optimised
+    modes: list[str]  # "min" | "max", one per metric
+    eval_metrics: list[str]  # every final per-NFE quality metric in the trials, sorted by family then K
+    trials: pd.DataFrame  # COLUMNS + axes + eval_metrics
+    ui_address: str  # the MLflow UI that shows this store
+    ui_hint: str | None = None  # how to start that UI, when it is not a server already
+    sweeps: list[str] = field(default_factory=list)  # every sweep run id of the study, newest first
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.ui_address}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    @property
+    def main_axis(self) -> str | None:
+        return self.axes[0] if self.axes else None
+
+    def mode_of(self, metric: str) -> str:
+        """The sweep's mode for its own metrics; lower is better for every other quality metric (KL, FID, SW2)."""
+        return self.modes[self.metrics.index(metric)] if metric in self.metrics else "min"
+
+
+def ui_address(tracking_uri: str) -> tuple[str, str | None]:
+    """(address of the MLflow UI for this store, how to start it when it is not a server)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/"), None
+    address = "http://127.0.0.1:5000"
+    return address, f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def _client(tracking_uri: str):
+    """A client for the store, refusing (TrackingUnreachable) one that cannot be read: reading must never create a
+    SQLite file, and a server that does not answer fails fast instead of after MLflow's minutes of retries."""
+    from mlflow.tracking import MlflowClient
+
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme.startswith("sqlite"):
+        path = tracking_uri.split(":///", 1)[1] if ":///" in tracking_uri else ""
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise TrackingUnreachable(f"no MLflow store at {path} (tracking URI {tracking_uri})")
+    elif parsed.scheme in ("http", "https"):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # connection refused, DNS, TLS, a corrupt file: the message says which
+        raise TrackingUnreachable(f"cannot read the MLflow tracking store {tracking_uri}: {exc}") from exc
+    return client
+
+
+def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = None) -> StudyData:
+    """Read the newest sweep of `study` (or the sweep whose parent run is `sweep_run_id`) and its trials.
+
+    Raises ConfigError (exit 2) for an unknown study, a study without sweeps or trials, or an unknown sweep id;
+    TrackingUnreachable (exit 1) when the store cannot be read."""
+    client = _client(tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments(max_results=200))
+        raise ConfigError.single(
+            "STUDY", f"no study {study!r} in {tracking_uri}; its studies: {', '.join(names) or 'none'}"
+        )
+    eid = experiment.experiment_id
+    sweeps = client.search_runs([eid], filter_string=f"tags.`{TAG_KIND}` = 'sweep'", order_by=["start_time DESC"])
+    if not sweeps:
+        raise ConfigError.single("STUDY", f"study {study!r} has no sweep in {tracking_uri} (run `mgm-studies sweep`)")
+    if sweep_run_id is None:
+        parent = sweeps[0]
+    else:
+        parent = next((r for r in sweeps if r.info.run_id == sweep_run_id), None)
+        if parent is None:
+            known = ", ".join(r.info.run_id for r in sweeps)
+            raise ConfigError.single(
+                "--sweep", f"no sweep run {sweep_run_id!r} in study {study!r}; its sweeps: {known}"
+            )
+    run_id = parent.info.run_id
+    children = client.search_runs(
+        [eid],
+        filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`{TAG_KIND}` = 'trial'",
+        max_results=50_000,
+    )
+    if not children:
+        raise ConfigError.single("STUDY", f"the sweep {run_id} of study {study!r} has no trials yet")
+    params = dict(parent.data.params)
+    axes = [a for a in params.get("swept", "").split(",") if a]
+    metrics = [m for m in params.get("metric", "").split(",") if m]
+    modes = [m for m in params.get("mode", "").split(",") if m] or ["min"] * len(metrics)
+    address, hint = ui_address(tracking_uri)
+    trials = _trial_table(children, axes, address, eid)
+    eval_metrics = _eval_metrics(trials.columns)
+    trials = trials[COLUMNS + axes + eval_metrics]
+    return StudyData(
+        study=study,
+        tracking_uri=tracking_uri,
+        experiment_id=eid,
+        sweep_run_id=run_id,
+        sweep_name=parent.data.tags.get(TAG_SWEEP, run_id),
+        sweep_start=_time(parent.info.start_time),
+        sweep_end=_time(parent.info.end_time),
+        search=params,
+        axes=axes,
+        metrics=metrics,
+        modes=modes,
+        eval_metrics=eval_metrics,
+        trials=trials,
+        ui_address=address,
+        ui_hint=hint,
+        sweeps=[r.info.run_id for r in sweeps],
+    )
+
+
+def _time(ms: int | None) -> pd.Timestamp | None:
+    return None if not ms else pd.Timestamp(ms, unit="ms", tz="UTC")
+
+
+def _trial_table(runs, axes: list[str], address: str, experiment_id: str) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        tags, params, info = run.data.tags, run.data.params, run.info
+        labels = json.loads(tags.get(TAG_PARAMS, "{}"))
+        start, end = _time(info.start_time), _time(info.end_time)
+        workers = int(params.get("resources.workers", 1))
+        row = {
+            "run_id": info.run_id,
+            "run_name": info.run_name,
+            "trial_id": tags.get("mgm.trial_id", ""),
+            "status": tags.get(TAG_STATUS, "running"),
+            SEED: int(params.get(SEED, labels.get(SEED, 0))),
+            "start_time": start,
+            "end_time": end,
+            "duration_s": (end - start).total_seconds() if start is not None and end is not None else float("nan"),
+            "last_step": int(tags.get("mgm.last_step", 0)),
+            "workers": workers,
+            "cpus": workers * float(params.get("resources.cpus_per_worker", 1)),
+            "gpus": workers * float(params.get("resources.gpus_per_worker", 0)),
+            "url": f"{address}/#/experiments/{experiment_id}/runs/{info.run_id}",
+        }
+        for axis in axes:  # the searcher's label (a choice's name, a sampled float), else the config's value
+            row[axis] = labels[axis] if axis in labels else params.get(axis)
+        diverged = row["status"] == "diverged"
+        for name, value in run.data.metrics.items():
+            match = EVAL_METRIC.match(name)
+            if match and match["family"] not in NOT_QUALITY:
+                # A diverged trial's last report holds the sweep's sentinel (ray_train.DIVERGED_VALUE), not a value.
+                row[name] = float("nan") if diverged and abs(value) >= DIVERGED_VALUE else float(value)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for axis in axes:  # one type per column (Parquet needs it): numbers stay numbers, anything mixed becomes text
+        column = table[axis]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in column.dropna()):
+            table[axis] = column.map(lambda v: v if v is None else str(v))
+    return table.sort_values(["trial_id", "run_id"]).reset_index(drop=True)
+
+
+def _eval_metrics(columns) -> list[str]:
+    found = [c for c in columns if isinstance(c, str) and EVAL_METRIC.match(c)]
+    return sorted(found, key=lambda c: (EVAL_METRIC.match(c)["family"], int(EVAL_METRIC.match(c)["k"])))
+
+
+def nfe_ladder(data: StudyData, family: str) -> list[tuple[int, str]]:
+    """[(K, "family/nfe-K")] of the metrics measured for `family` (e.g. "kl"), by K."""
+    ladder = []
+    for name in data.eval_metrics:
+        match = EVAL_METRIC.match(name)
+        if match["family"] == family:
+            ladder.append((int(match["k"]), name))
+    return ladder

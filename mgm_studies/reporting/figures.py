@@ -1,0 +1,177 @@
+"""The report's figures (matplotlib, headless), each saved as a PNG by the caller.
+
+Inputs are the tables of `tables.py` and histories read by `build.py`; nothing here reads MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mgm_studies.reporting.tables import FINISHED
+
+_COLORS = plt.get_cmap("tab10")
+
+
+def _finished(leveled: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return leveled[(leveled["status"] == FINISHED) & leveled[metric].notna()] if metric in leveled else leveled[:0]
+
+
+def metric_vs_axis(leveled: pd.DataFrame, levels: list[str], axis: str, metric: str) -> Figure:
+    """Every finished trial's `metric` at its level of `axis` (dots), with the mean ± std over them (bars)."""
+    done = _finished(leveled, metric)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(levels) + 2), 3.6), dpi=100)
+    rng = np.random.default_rng(0)
+    for i, level in enumerate(levels):
+        values = done.loc[done[axis] == level, metric].to_numpy(dtype=float)
+        if len(values):
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=14, color="tab:gray", alpha=0.7, zorder=2)
+            spread = values.std(ddof=1) if len(values) > 1 else 0.0
+            ax.errorbar(i + 0.25, values.mean(), yerr=spread, fmt="o", color="tab:blue", capsize=4, zorder=3)
+    ax.set_xticks(range(len(levels)), levels, rotation=20 if max(map(len, levels), default=0) > 8 else 0)
+    ax.set_xlim(-0.6, len(levels) - 0.4)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by {axis} (dots: trials; blue: mean ± std)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def nfe_ladder(leveled: pd.DataFrame, levels: list[str], axis: str | None, ladder: list[tuple[int, str]]) -> Figure:
+    """Quality against the number of sampling steps K: mean ± std over finished trials, one line per level of `axis`
+    (one line for all trials when nothing was swept)."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=100)
+    ks = [k for k, _ in ladder]
+    groups = [(level, leveled[leveled[axis] == level]) for level in levels] if axis else [("all trials", leveled)]
+    for i, (label, group) in enumerate(groups):
+        done = group[group["status"] == FINISHED]
+        means = [done[name].mean() for _, name in ladder]
+        stds = [done[name].std() if done[name].notna().sum() > 1 else 0.0 for _, name in ladder]
+        if all(math.isnan(m) for m in means):
+            continue
+        ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=label, color=_COLORS(i % 10))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("sampling steps (NFE)")
+    ax.set_ylabel(ladder[0][1].split("/")[0] if ladder else "")
+    ax.set_title(f"quality vs steps{f', by {axis}' if axis else ''}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(curves: list[tuple[str, list[int], list[float]]], *, metric: str = "loss") -> Figure:
+    """Training loss against step for a few trials [(label, steps, values)], smoothed by a running mean of ~2 % of
+    the steps (the raw values faint behind)."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.6), dpi=100)
+    for i, (label, steps, values) in enumerate(curves):
+        steps_a, values_a = np.asarray(steps), np.asarray(values, dtype=float)
+        color = _COLORS(i % 10)
+        ax.plot(steps_a, values_a, color=color, alpha=0.2, linewidth=0.8)
+        window = max(1, len(values_a) // 50)
+        if window > 1:
+            smooth = np.convolve(values_a, np.ones(window) / window, mode="valid")
+            ax.plot(steps_a[window - 1 :], smooth, color=color, linewidth=1.5, label=label)
+        else:
+            ax.lines[-1].set_label(label)
+    positive = all(np.all(np.asarray(v) > 0) for _, _, v in curves if len(v))
+    if positive and curves:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} of the best trials", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def importance_bars(importances: dict[str, float], *, evaluator: str, metric: str) -> Figure:
+    """Horizontal bars of each axis's share of the metric's variance."""
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(5.5, 0.5 * len(names) + 1.4), dpi=100)
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("importance (share, sums to 1)")
+    ax.set_title(f"parameter importance for {metric} ({evaluator})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def parallel_coordinates(
+    leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[str], metric: str, mode: str
+) -> Figure:
+    """One polyline per finished trial through its level on each axis and its metric; darker is better."""
+    done = _finished(leveled, metric)
+    columns = [*axes, metric]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(columns)), 3.8), dpi=100)
+    values = done[metric].to_numpy(dtype=float)
+    low, high = (values.min(), values.max()) if len(values) else (0.0, 1.0)
+    span = high - low if high > low else 1.0
+    cmap = plt.get_cmap("viridis" if mode == "min" else "viridis_r")  # the best value is darkest
+    for _, trial in done.iterrows():
+        ys = [order[a].index(trial[a]) / max(len(order[a]) - 1, 1) for a in axes]
+        ys.append((trial[metric] - low) / span)
+        ax.plot(range(len(columns)), ys, color=cmap((trial[metric] - low) / span), alpha=0.75, linewidth=1.2)
+    for i, axis in enumerate(axes):
+        ax.axvline(i, color="black", linewidth=0.8)
+        for j, level in enumerate(order[axis]):
+            ax.text(i + 0.03, j / max(len(order[axis]) - 1, 1), level, fontsize=7, va="center")
+    ax.axvline(len(axes), color="black", linewidth=0.8)
+    for frac in (0.0, 0.5, 1.0):
+        ax.text(len(axes) + 0.03, frac, f"{low + frac * span:.3g}", fontsize=7, va="center")
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlim(-0.2, len(columns) - 0.5)
+    ax.set_title(f"parallel coordinates (finished trials; darker: better {metric})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def parameter_importance(
+    leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[str], metric: str, mode: str
+) -> tuple[dict[str, float], str] | None:
+    """Optuna's fANOVA importance of each axis for `metric` over the finished trials (levels as categories); PED-ANOVA
+    when fANOVA cannot run. None with fewer than two distinct configurations."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+
+    done = _finished(leveled, metric)
+    if not axes or done[axes].drop_duplicates().shape[0] < 2:
+        return None
+    distributions = {axis: CategoricalDistribution(order[axis]) for axis in axes}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
+    for _, trial in done.iterrows():
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={axis: trial[axis] for axis in axes}, distributions=distributions, value=float(trial[metric])
+            )
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks the evaluators experimental
+        for name, evaluator in (
+            ("fANOVA", FanovaImportanceEvaluator(seed=0)),
+            ("PED-ANOVA", PedAnovaImportanceEvaluator()),
+        ):
+            try:
+                importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            except Exception:  # e.g. too few trials for one of them
+                continue
+            return {k: float(v) for k, v in importances.items()}, name
+    return None
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)
