@@ -6,9 +6,16 @@ from typing import Literal
 
 from torch import nn
 
-from mgm_studies.config import FileDataConfig, GaussianDataConfig, MLPConfig, RunConfig
+from mgm_studies.config import (
+    IMAGE_DATA,
+    FileDataConfig,
+    GaussianDataConfig,
+    ModelConfig,
+    RunConfig,
+    UNetConfig,
+)
 from mgm_studies.configbase import ConfigError
-from mgm_studies.data import DataError, FileData, GaussianData, VectorDataset, make_toy_dataset
+from mgm_studies.data import DataError, FileData, GaussianData, VectorDataset, data_shape, make_toy_dataset
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.models import GeneratorMLP, TwoTimeMLP, VelocityMLP
 from mgm_studies.objectives import Objective, build_objective
@@ -21,7 +28,12 @@ def build_dataset(config: RunConfig) -> VectorDataset:
     """
     data = config.data
     try:
-        if isinstance(data, FileDataConfig):
+        if data.name in IMAGE_DATA:
+            from mgm_studies.data.images import make_image_dataset
+
+            options = data.model_dump(exclude={"name"})
+            dataset = make_image_dataset(data.name, **options)
+        elif isinstance(data, FileDataConfig):
             dataset = FileData(data.path, columns=data.columns)
         elif isinstance(data, GaussianDataConfig):
             dataset = GaussianData(data.mean, data.cov)
@@ -35,11 +47,23 @@ def build_dataset(config: RunConfig) -> VectorDataset:
             f"'kl' is a histogram KL defined for data of dimension 1 or 2; this data has dimension {dataset.dim} "
             "(use sw2 or mmd)",
         )
+    image = len(data_shape(dataset)) == 3
+    if image != isinstance(config.model, UNetConfig):
+        raise ConfigError.single(
+            "model.name",
+            f"data {data.name!r} has samples of shape {data_shape(dataset)}: "
+            + ("images need model: {name: unet}" if image else "vectors need model: {name: mlp} (the default)"),
+        )
     return dataset
 
 
-def build_model(config: MLPConfig, dim: int, kind: str) -> nn.Module:
-    """The network an objective trains: `velocity` -> v(t, x), `two_time` -> u(s, t, x), `generator` -> G(z)."""
+def build_model(config: ModelConfig, shape: int | tuple[int, ...], kind: str) -> nn.Module:
+    """The network an objective trains on samples of `shape` ((d,) for vectors, (C, H, W) for images):
+    `velocity` -> v(t, x), `two_time` -> u(s, t, x), `generator` -> G(z). An MLP for vectors, a U-Net for images."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if isinstance(config, UNetConfig):
+        return _build_unet(config, shape, kind)
+    dim = shape[0]
     options = dict(
         hidden=config.hidden,
         depth=config.depth,
@@ -53,6 +77,20 @@ def build_model(config: MLPConfig, dim: int, kind: str) -> nn.Module:
         return TwoTimeMLP(dim, **options, time_pair=config.time_pair)
     if kind == "generator":  # a one-step generator G(z) has no time input
         return GeneratorMLP(dim, hidden=config.hidden, depth=config.depth, activation=config.activation)
+    raise ValueError(f"no model for kind {kind!r}")
+
+
+def _build_unet(config: UNetConfig, shape: tuple[int, ...], kind: str) -> nn.Module:
+    from mgm_studies.models.unet import GeneratorUNet, TwoTimeUNet, VelocityUNet
+
+    options = config.model_dump(exclude={"name", "time_embedding", "embedding_dim", "time_pair"})
+    timed = dict(options, time_embedding=config.time_embedding, embedding_dim=config.embedding_dim)
+    if kind == "velocity":
+        return VelocityUNet(shape, **timed)
+    if kind == "two_time":
+        return TwoTimeUNet(shape, **timed, time_pair=config.time_pair)
+    if kind == "generator":
+        return GeneratorUNet(shape, **options)
     raise ValueError(f"no model for kind {kind!r}")
 
 

@@ -210,6 +210,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
     import torch
 
+    from mgm_studies.data import data_shape
     from mgm_studies.evaluation import generate
 
     if args.num_samples < 1:
@@ -222,9 +223,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         _, run = _load_run_model(args, Path(tmp))
     generator = torch.Generator().manual_seed(args.seed)
-    noise = run.objective.interpolant.noise((args.num_samples, run.dataset.dim), generator)
+    noise = run.objective.interpolant.noise((args.num_samples, *data_shape(run.dataset)), generator)
     result = generate(run.objective, run.model, noise, args.steps, torch.device(_device(args.device)))
-    table = pa.table({f"x{i}": result.x[:, i].numpy() for i in range(result.x.shape[1])})
+    if result.x.dim() == 2:  # vectors: one column per dimension
+        table = pa.table({f"x{i}": result.x[:, i].numpy() for i in range(result.x.shape[1])})
+    else:  # images: one list column of the flattened pixels in [-1, 1], the shape in the schema's metadata
+        pixels = result.x.flatten(1).numpy()
+        column = pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), pixels.shape[1])
+        shape = ",".join(map(str, result.x.shape[1:]))
+        table = pa.table({"image": column}).replace_schema_metadata({"shape": shape})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp_out)

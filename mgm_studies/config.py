@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from mgm_studies.configbase import ConfigError, StrictModel
 from mgm_studies.interpolants import Interpolant
@@ -45,8 +45,43 @@ class FileDataConfig(StrictModel):
     columns: list[str] | None = None
 
 
+class DigitsDataConfig(StrictModel):
+    """scikit-learn's handwritten digits (1797 images, shipped with the package: offline), 8x8 or resized to 16x16."""
+
+    name: Literal["digits"]
+    size: Literal[8, 16] = 8
+
+
+class TorchvisionDataConfig(StrictModel):
+    """MNIST, Fashion-MNIST (1x28x28) or CIFAR-10 (3x32x32) through torchvision, from a local folder: `root`, else
+    $MGM_STUDIES_DATA. Nothing is downloaded unless `download: true`."""
+
+    name: Literal["mnist", "fashion_mnist", "cifar10"]
+    root: str | None = None
+    download: bool = False
+    train: bool = True
+
+
+class ImageFolderDataConfig(StrictModel):
+    """Every image file under `path` (recursive), resized and center-cropped to size x size."""
+
+    name: Literal["image_folder"]
+    path: str
+    size: PositiveInt = 32
+    channels: Literal[1, 3] = 3
+
+
+IMAGE_DATA = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
+
 DataConfig = Annotated[
-    Union[ToyDataConfig, GaussianDataConfig, FileDataConfig],  # noqa: UP007
+    Union[  # noqa: UP007
+        ToyDataConfig,
+        GaussianDataConfig,
+        FileDataConfig,
+        DigitsDataConfig,
+        TorchvisionDataConfig,
+        ImageFolderDataConfig,
+    ],
     Field(discriminator="name"),
 ]
 
@@ -67,6 +102,41 @@ class MLPConfig(StrictModel):
         if value % 2:
             raise ValueError(f"must be even (sine and cosine halves), got {value}")
         return value
+
+
+class UNetConfig(StrictModel):
+    """A U-Net for image data (models/unet.py): `channels` at the first resolution, times `channel_mult[i]` at the
+    i-th, `num_res_blocks` residual blocks per resolution, self-attention at the spatial sizes in
+    `attention_resolutions`."""
+
+    name: Literal["unet"]
+    channels: PositiveInt = 32
+    channel_mult: list[PositiveInt] = Field(default_factory=lambda: [1, 2], min_length=1)
+    num_res_blocks: PositiveInt = 1
+    attention_resolutions: list[PositiveInt] = Field(default_factory=list)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm_groups: PositiveInt = 8
+    time_embedding: Literal["sinusoidal", "fourier"] = "sinusoidal"
+    embedding_dim: PositiveInt = 64
+    time_pair: Literal["s_gap", "s_t"] = Field("s_gap", description="two-time models: embed (s, t - s) or (s, t)")
+
+    @field_validator("embedding_dim")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be even (sine and cosine halves), got {value}")
+        return value
+
+
+def _model_kind(value: Any) -> str:
+    """The model union's tag: `name`, with `mlp` when it is left out (every config before the U-Net omits it)."""
+    return value.get("name", "mlp") if isinstance(value, dict) else getattr(value, "name", "mlp")
+
+
+ModelConfig = Annotated[
+    Union[Annotated[MLPConfig, Tag("mlp")], Annotated[UNetConfig, Tag("unet")]],  # noqa: UP007
+    Discriminator(_model_kind),
+]
 
 
 class InterpolantConfig(StrictModel):
@@ -176,12 +246,27 @@ class ResourcesConfig(StrictModel):
 class RunConfig(StrictModel):
     name: str | None = None
     data: DataConfig
-    model: MLPConfig = MLPConfig()
+    model: ModelConfig = MLPConfig()
     interpolant: InterpolantConfig = InterpolantConfig()
     objective: ObjectiveConfig = Field(default_factory=SIConfig)
     train: TrainConfig
     eval: EvalConfig = EvalConfig()
     resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_defaults(cls, data: Any) -> Any:
+        """Image data defaults to a U-Net and to metrics defined for images (the vector defaults are an MLP and KL)."""
+        if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+            return data
+        if data["data"].get("name") not in IMAGE_DATA:
+            return data
+        data = dict(data)
+        data.setdefault("model", {"name": "unet"})
+        evaluation = data.get("eval")
+        if evaluation is None or (isinstance(evaluation, dict) and "metrics" not in evaluation):
+            data["eval"] = {**(evaluation or {}), "metrics": ["sw2"]}
+        return data
 
     def evaluated_ema(self) -> float | None:
         """The EMA decay that evaluation and sampling use; None for the raw weights."""

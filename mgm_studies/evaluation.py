@@ -10,13 +10,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mgm_studies.config import EvalConfig
-from mgm_studies.data import VectorDataset
+from mgm_studies.data import VectorDataset, data_shape
 from mgm_studies.metrics import histogram_kl, mmd, sliced_wasserstein2
 from mgm_studies.objectives import Objective
 from mgm_studies.sampling import SampleResult
 from mgm_studies.training.reporter import Evaluation
 
 _CHUNK = 8192  # samples per forward pass: bounds evaluation memory for any num_samples
+GRID_IMAGES = 64  # image samples an evaluation keeps (per number of steps) for its sample grid
 
 
 def metric_name(metric: str, num_steps: int) -> str:
@@ -58,18 +59,22 @@ def evaluate(
     steps = list(steps or config.steps)
     n = num_samples or config.num_samples
     generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
-    noise = objective.interpolant.noise((n, dataset.dim), generator)
+    shape = data_shape(dataset)
+    image = len(shape) == 3
+    noise = objective.interpolant.noise((n, *shape), generator)
     reference = dataset.reference(n, generator)
     metrics: dict[str, float] = {}
     samples: dict[int, Tensor] = {}
     show = progress and sys.stderr.isatty()  # as in training: a bar on a terminal only
     for k in tqdm(steps, desc="evaluate", unit="ladder step", disable=not show, leave=False):
         result = generate(objective, model, noise, k, device)
-        samples[k] = result.x
+        samples[k] = result.x[:GRID_IMAGES] if image else result.x  # images: what a sample grid shows
         metrics[f"fevals/nfe-{k}"] = float(result.nfe)
         for metric in config.metrics:
-            metrics[metric_name(metric, k)] = _metric(metric, result.x, reference, dataset, config, generator)
-    return Evaluation(step=step, metrics=metrics, samples=samples, reference=reference)
+            x, ref = (result.x.flatten(1), reference.flatten(1)) if image else (result.x, reference)
+            metrics[metric_name(metric, k)] = _metric(metric, x, ref, dataset, config, generator)
+    kept = reference[:GRID_IMAGES] if image else reference
+    return Evaluation(step=step, metrics=metrics, samples=samples, reference=kept)
 
 
 def _metric(

@@ -14,7 +14,7 @@ from torch import nn
 
 from mgm_studies.builders import build_dataset, build_model
 from mgm_studies.config import RunConfig, parse_run_config
-from mgm_studies.data import VectorDataset
+from mgm_studies.data import VectorDataset, data_shape
 from mgm_studies.objectives import Objective, build_objective
 
 
@@ -41,7 +41,7 @@ def load_exported(path: Path, *, ema: float | str | None = "config", device: str
     # No teacher: sampling and evaluating a distilled model never call it.
     dataset = build_dataset(config)
     objective = build_objective(config.objective, config.interpolant.build())
-    model = build_model(config.model, dataset.dim, objective.model_kind)
+    model = build_model(config.model, data_shape(dataset), objective.model_kind)
     model.load_state_dict(state["model"])
     decay = config.evaluated_ema() if ema == "config" else ema
     if decay is not None:

@@ -1,4 +1,5 @@
-"""Sample plots (matplotlib, headless): generated samples against data, one figure per number of steps."""
+"""Sample plots (matplotlib, headless), one figure per number of steps: generated samples against data (vectors),
+or a grid of generated images."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on cluster nodes or CI
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -40,6 +42,23 @@ def samples_figure(samples: Tensor, reference: Tensor, *, title: str, box: Histo
     return fig
 
 
+def image_grid_figure(samples: Tensor, *, title: str, columns: int = 8) -> Figure:
+    """A grid of images (N, C, H, W) with values in [-1, 1] (C = 1: grey, C = 3: RGB), at most columns^2 of them."""
+    images = ((samples[: columns * columns].float().clamp(-1, 1) + 1) / 2).numpy()
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    canvas = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c), dtype=np.float32)
+    for i in range(n):
+        top, left = 1 + (i // columns) * (h + 1), 1 + (i % columns) * (w + 1)
+        canvas[top : top + h, left : left + w] = images[i].transpose(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(4.2, 4.2 * canvas.shape[0] / canvas.shape[1] + 0.3), dpi=100)
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def close(fig: Figure) -> None:
     plt.close(fig)
 
@@ -50,11 +69,15 @@ def evaluation_figures(evaluation: Evaluation, *, box: HistogramSpec | None = No
     if evaluation.reference is None:
         return
     for k, samples in evaluation.samples.items():
-        kl = evaluation.metrics.get(f"kl/nfe-{k}")
         title = f"{k} step{'s' if k > 1 else ''}, training step {evaluation.step}"
-        fig = samples_figure(
-            samples, evaluation.reference, title=title + (f", KL {kl:.3f}" if kl is not None else ""), box=box
-        )
+        if samples.dim() == 4:  # images: a grid of samples
+            fid = evaluation.metrics.get(f"fid/nfe-{k}")
+            fig = image_grid_figure(samples, title=title + (f", FID {fid:.2f}" if fid is not None else ""))
+        else:
+            kl = evaluation.metrics.get(f"kl/nfe-{k}")
+            fig = samples_figure(
+                samples, evaluation.reference, title=title + (f", KL {kl:.3f}" if kl is not None else ""), box=box
+            )
         try:
             yield k, fig
         finally:

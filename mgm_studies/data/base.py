@@ -100,6 +100,12 @@ class VectorDataset(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
 
 
+def data_shape(dataset: VectorDataset) -> tuple[int, ...]:
+    """The shape of one sample: (d,) for vectors, (C, H, W) for images (image datasets carry `shape`)."""
+    shape = getattr(dataset, "shape", None)
+    return tuple(shape) if shape is not None else (dataset.dim,)
+
+
 def check_spec_dim(spec: HistogramSpec, dim: int) -> None:
     """Raise ValueError if `spec` is not a box in R^dim."""
     if spec.dim != dim:

@@ -1,4 +1,5 @@
-"""Networks: time embeddings, a velocity MLP v(t, x), a two-time MLP u(s, t, x) and a one-step generator G(z)."""
+"""Networks: time embeddings; MLPs (vectors) and U-Nets (images) for a velocity v(t, x), a two-time average velocity
+u(s, t, x) and a one-step generator G(z)."""
 
 from mgm_studies.models.embeddings import (
     FourierTimeEmbedding,
@@ -7,13 +8,17 @@ from mgm_studies.models.embeddings import (
     make_time_embedding,
 )
 from mgm_studies.models.mlp import GeneratorMLP, TwoTimeMLP, VelocityMLP
+from mgm_studies.models.unet import GeneratorUNet, TwoTimeUNet, VelocityUNet
 
 __all__ = [
     "FourierTimeEmbedding",
     "GeneratorMLP",
+    "GeneratorUNet",
     "SinusoidalTimeEmbedding",
     "TimeEmbeddingKind",
     "TwoTimeMLP",
+    "TwoTimeUNet",
     "VelocityMLP",
+    "VelocityUNet",
     "make_time_embedding",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -63,9 +64,13 @@ class Objective(abc.ABC):
         """Carry noise x0 (B, *data_shape) at t = 0 to samples at t = 1 in `num_steps` steps."""
 
     # ------------------------------------------------------------------ hooks (defaults: one loss, one optimiser)
-    def attach(self, model: nn.Module, dim: int) -> None:
+    def attach(
+        self, model: nn.Module, shape: int | tuple[int, ...], build: Callable[[str], nn.Module] | None = None
+    ) -> None:
         """Called once by the trainer after `model` (on its device) is built, under the run's seed, before a resume
-        loads state: build owned networks or EMA targets here (on `model`'s device)."""
+        loads state: build owned networks or EMA targets here (on `model`'s device). `shape` is one sample's shape
+        ((d,) for vectors; an int d means (d,)); `build(kind)` makes a fresh network of that kind for this data
+        with the run's model config (`velocity`, `two_time`, `generator`)."""
 
     def networks(self) -> dict[str, nn.Module]:
         """Trainable networks owned by the objective, by phase name; the trainer gives each its own optimiser."""

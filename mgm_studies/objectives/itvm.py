@@ -111,7 +111,7 @@ class TargetNetworkHooks:
 
     target: EMATarget
 
-    def attach(self, model: nn.Module, dim: int) -> None:
+    def attach(self, model: nn.Module, shape: int | tuple[int, ...], build=None) -> None:
         self.target.attach(model)
 
     def after_step(self, model: nn.Module, phase: str, step: int) -> None:

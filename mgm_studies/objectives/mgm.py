@@ -78,10 +78,17 @@ class MidpointGenerativeModel(Objective):
         self.critic: nn.Module | None = None
 
     # ------------------------------------------------------------------ hooks
-    def attach(self, model: nn.Module, dim: int) -> None:
-        """Build the critic f(t, y) (a `VelocityMLP`) on `model`'s device and in its dtype."""
+    def attach(self, model: nn.Module, shape: int | tuple[int, ...], build=None) -> None:
+        """Build the critic f(t, y) on `model`'s device and in its dtype: a `VelocityMLP` of `critic_hidden` x
+        `critic_depth` for vectors; for images, a velocity network of the run's model config (`build`)."""
         reference = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0))
-        critic = VelocityMLP(dim, hidden=self.config.critic_hidden, depth=self.config.critic_depth)
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if len(shape) == 1:
+            critic = VelocityMLP(shape[0], hidden=self.config.critic_hidden, depth=self.config.critic_depth)
+        elif build is not None:
+            critic = build("velocity")
+        else:
+            raise ValueError(f"mgm's critic for samples of shape {shape} is built by `build`; none was given")
         self.critic = critic.to(device=reference.device, dtype=reference.dtype)
 
     def networks(self) -> dict[str, nn.Module]:

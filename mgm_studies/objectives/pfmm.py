@@ -83,9 +83,9 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
         self.needs_teacher = config.reference == "teacher"  # type: ignore[misc]  # per config, see the docstring
         self.target = EMATarget(config.target_ema)
 
-    def attach(self, model: nn.Module, dim: int) -> None:
+    def attach(self, model: nn.Module, shape: int | tuple[int, ...], build=None) -> None:
         if self.config.reference == "ema":  # a teacher reference holds no network
-            super().attach(model, dim)
+            super().attach(model, shape, build)
 
     def after_step(self, model: nn.Module, phase: str, step: int) -> None:
         if self.config.reference == "ema":

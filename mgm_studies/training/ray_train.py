@@ -100,7 +100,7 @@ class RayReporter(NullReporter):
         return [[s, {k: v for k, v in d.items() if math.isfinite(v)}] for s, d in scalars]
 
     def _write_samples(self, evaluation: Evaluation, path: Path) -> None:
-        if evaluation.reference is None or evaluation.reference.dim() != 2:
+        if evaluation.reference is None or evaluation.reference.dim() not in (2, 4):  # vectors or images
             return
         box = self.box
         torch.save(

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from mgm_studies.builders import build_model, build_run
 from mgm_studies.config import RunConfig
-from mgm_studies.data import VectorDataset
+from mgm_studies.data import VectorDataset, data_shape
 from mgm_studies.evaluation import evaluate
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives import Objective
@@ -82,8 +82,9 @@ class Trainer:
         train = config.train
         with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the caller's RNG
             torch.manual_seed(train.seed)
-            self.model = build_model(config.model, self.dataset.dim, self.objective.model_kind).to(self.device)
-            self.objective.attach(self.model, self.dataset.dim)
+            shape = data_shape(self.dataset)
+            self.model = build_model(config.model, shape, self.objective.model_kind).to(self.device)
+            self.objective.attach(self.model, shape, lambda kind: build_model(config.model, shape, kind))
         # One optimiser per phase: "model", and any network the objective owns (MGM's critic).
         self.networks: dict[str, torch.nn.Module] = {"model": self.model, **self.objective.networks()}
         self.optimizers = {

@@ -1,0 +1,311 @@
+"""U-Nets for image data: v(t, x), u(s, t, x) and a one-step generator G(z), mirroring `mlp.py` (spec sections 2, 3, 5).
+
+Layout (after DDPM/ADM): a 3x3 input conv; per level of `channel_mult`, `num_res_blocks` residual blocks of
+`channels * mult` channels (each followed by single-head self-attention where the level's height is in
+`attention_resolutions`), then a resampling conv to the next level; a middle of two residual blocks; the mirror image
+going up, with `num_res_blocks + 1` blocks per level, each fed the matching down-path activation by concatenation;
+GroupNorm, SiLU and a 3x3 conv back to C channels. The (time) conditioning vector is added inside every residual block.
+
+Downsampling rule: between two levels the feature map is halved (stride-2 conv; going up, nearest x2 + conv) only when
+its height and width are both even; otherwise the next level keeps the resolution and its resampling convs have
+stride 1. So 28 -> 14 -> 7 -> 7 and 32 -> 16 -> 8 -> 4; `level_sizes` lists the (H, W) of each level.
+
+Initialisation: PyTorch defaults everywhere, no zero-initialised layer, so that, as with the MLPs, every model (the
+generator in particular, which MGM needs non-degenerate) has non-zero outputs at init and every parameter gets a
+non-zero gradient from the first step.
+
+Only out-of-place operations, and attention as explicit matmul + softmax (`F.scaled_dot_product_attention` has no
+forward-mode AD on CPU in torch 2.14), so that `torch.func.jvp` runs through every model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mgm_studies.models.embeddings import TimeEmbeddingKind, make_time_embedding
+from mgm_studies.models.mlp import TimePair, _batch_times
+
+
+class _GroupNorm(nn.GroupNorm):
+    """GroupNorm computed in its parameters' dtype. Under CPU autocast a bf16 input would give a bf16 output with a
+    float32 forward-mode tangent (torch 2.14), which the next conv rejects; float32 statistics are safer anyway."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return super().forward(h.to(self.weight.dtype))
+
+
+def _norm(num_channels: int, norm_groups: int) -> _GroupNorm:
+    """GroupNorm with the largest group count <= norm_groups that divides num_channels."""
+    groups = max(g for g in range(1, min(norm_groups, num_channels) + 1) if num_channels % g == 0)
+    return _GroupNorm(groups, num_channels)
+
+
+def _level_sizes(height: int, width: int, num_levels: int) -> list[tuple[int, int]]:
+    """(H, W) of each level: halved from one level to the next only while both are even."""
+    sizes = [(height, width)]
+    for _ in range(num_levels - 1):
+        h, w = sizes[-1]
+        sizes.append((h // 2, w // 2) if h % 2 == 0 and w % 2 == 0 else (h, w))
+    return sizes
+
+
+def _conditioning(embedding_dim: int, num_times: int, cond_dim: int) -> nn.Sequential:
+    """`num_times` concatenated time embeddings (B, num_times * embedding_dim) -> Linear, SiLU, Linear, SiLU ->
+    (B, cond_dim), the vector every residual block projects and adds."""
+    if embedding_dim < 2 or embedding_dim % 2:
+        raise ValueError(f"embedding_dim must be even and >= 2, got {embedding_dim}")
+    in_features = num_times * embedding_dim
+    return nn.Sequential(nn.Linear(in_features, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim), nn.SiLU())
+
+
+class _ResBlock(nn.Module):
+    """GroupNorm, SiLU, conv, + Linear(cond), GroupNorm, SiLU, dropout, conv; plus the skip (1x1 conv if the width
+    changes). forward(h: (B, in, H, W), cond: (B, cond_dim) or None) -> (B, out, H, W)."""
+
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int | None, dropout: float, norm_groups: int) -> None:
+        super().__init__()
+        self.norm1 = _norm(in_ch, norm_groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.cond_proj = nn.Linear(cond_dim, out_ch) if cond_dim is not None else None
+        self.norm2 = _norm(out_ch, norm_groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, h: Tensor, cond: Tensor | None) -> Tensor:
+        out = self.conv1(F.silu(self.norm1(h)))
+        if self.cond_proj is not None:
+            out = out + self.cond_proj(cond)[:, :, None, None]
+        out = self.conv2(self.dropout(F.silu(self.norm2(out))))
+        return self.skip(h) + out
+
+
+class _SelfAttention(nn.Module):
+    """Single-head self-attention over the H * W positions, with a residual. (B, ch, H, W) -> (B, ch, H, W)."""
+
+    def __init__(self, ch: int, norm_groups: int) -> None:
+        super().__init__()
+        self.norm = _norm(ch, norm_groups)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = nn.Conv2d(ch, ch, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        b, c, height, width = h.shape
+        q, k, v = self.qkv(self.norm(h)).reshape(b, 3, c, height * width).unbind(1)  # each (B, ch, HW)
+        weights = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)  # (B, HW query, HW key)
+        out = (v @ weights.transpose(1, 2)).reshape(b, c, height, width)
+        return h + self.proj(out)
+
+
+class _Block(nn.Module):
+    """A residual block, then self-attention if `attention`. forward(h, cond) -> (B, out, H, W)."""
+
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int | None, attention: bool, dropout: float, groups: int):
+        super().__init__()
+        self.res = _ResBlock(in_ch, out_ch, cond_dim, dropout, groups)
+        self.attention = _SelfAttention(out_ch, groups) if attention else None
+
+    def forward(self, h: Tensor, cond: Tensor | None) -> Tensor:
+        h = self.res(h, cond)
+        return self.attention(h) if self.attention is not None else h
+
+
+class _Resample(nn.Module):
+    """Between two levels: 3x3 conv, stride 2 down / nearest x2 then conv up when `halve`, else stride 1."""
+
+    def __init__(self, ch: int, down: bool, halve: bool) -> None:
+        super().__init__()
+        self.upsample = halve and not down
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2 if halve and down else 1, padding=1)
+
+    def forward(self, h: Tensor, cond: Tensor | None) -> Tensor:
+        return self.conv(F.interpolate(h, scale_factor=2.0, mode="nearest") if self.upsample else h)
+
+
+class _UNet(nn.Module):
+    """The shared trunk: forward(x: (B, C, H, W), cond: (B, cond_dim) or None) -> (B, C, H, W)."""
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        channels: int,
+        channel_mult: Sequence[int],
+        num_res_blocks: int,
+        attention_resolutions: Sequence[int],
+        dropout: float,
+        norm_groups: int,
+        cond_dim: int | None,
+    ) -> None:
+        super().__init__()
+        if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
+            raise ValueError(f"shape must be (C, H, W), three integers >= 1, got {tuple(shape)!r}")
+        for name, value in (("channels", channels), ("num_res_blocks", num_res_blocks), ("norm_groups", norm_groups)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if len(channel_mult) == 0 or not all(isinstance(m, int) and m >= 1 for m in channel_mult):
+            raise ValueError(f"channel_mult must be a non-empty sequence of integers >= 1, got {channel_mult!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        sizes = _level_sizes(shape[1], shape[2], len(channel_mult))
+        heights = sorted({height for height, _ in sizes}, reverse=True)
+        unknown = [r for r in attention_resolutions if r not in heights]
+        if unknown:
+            raise ValueError(f"attention_resolutions {unknown} are not among the feature-map heights {heights}")
+        self.shape, self.level_sizes = tuple(shape), sizes
+        options = {"cond_dim": cond_dim, "dropout": dropout, "groups": norm_groups}
+        self.input_conv = nn.Conv2d(shape[0], channels, 3, padding=1)
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        skip_channels, ch = [channels], channels
+        for level, mult in enumerate(channel_mult):
+            attention = sizes[level][0] in attention_resolutions
+            for _ in range(num_res_blocks):
+                self.down.append(_Block(ch, channels * mult, attention=attention, **options))
+                ch = channels * mult
+                skip_channels.append(ch)
+            if level + 1 < len(channel_mult):
+                self.down.append(_Resample(ch, down=True, halve=sizes[level + 1] != sizes[level]))
+                skip_channels.append(ch)
+        attention = sizes[-1][0] in attention_resolutions
+        self.middle = nn.ModuleList(
+            [_Block(ch, ch, attention=attention, **options), _Block(ch, ch, attention=False, **options)]
+        )
+        for level in reversed(range(len(channel_mult))):
+            attention = sizes[level][0] in attention_resolutions
+            for _ in range(num_res_blocks + 1):
+                self.up.append(
+                    _Block(ch + skip_channels.pop(), channels * channel_mult[level], attention=attention, **options)
+                )
+                ch = channels * channel_mult[level]
+            if level > 0:
+                self.up.append(_Resample(ch, down=False, halve=sizes[level] != sizes[level - 1]))
+        self.out_norm = _norm(ch, norm_groups)
+        self.out_conv = nn.Conv2d(ch, shape[0], 3, padding=1)
+
+    def forward(self, x: Tensor, cond: Tensor | None) -> Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"x must have shape (B, *{self.shape}), got {tuple(x.shape)}")
+        h = self.input_conv(x)
+        skips = [h]
+        for module in self.down:
+            h = module(h, cond)
+            skips.append(h)
+        for module in self.middle:
+            h = module(h, cond)
+        for module in self.up:
+            h = module(torch.cat([h, skips.pop()], dim=1) if isinstance(module, _Block) else h, cond)
+        return self.out_conv(F.silu(self.out_norm(h)))
+
+
+class VelocityUNet(nn.Module):
+    """v(t, x) for images. forward(t: (B,) or scalar, x: (B, C, H, W)) -> (B, C, H, W); `shape` is (C, H, W).
+
+    The time embedding goes through Linear, SiLU, Linear, SiLU to 4 * channels features, added in every block.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        channels: int = 32,
+        channel_mult: Sequence[int] = (1, 2),
+        num_res_blocks: int = 1,
+        attention_resolutions: Sequence[int] = (),
+        dropout: float = 0.0,
+        norm_groups: int = 8,
+        time_embedding: TimeEmbeddingKind = "sinusoidal",
+        embedding_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        cond_dim = 4 * channels
+        self.unet = _UNet(
+            shape, channels, channel_mult, num_res_blocks, attention_resolutions, dropout, norm_groups, cond_dim
+        )
+        self.shape, self.level_sizes = self.unet.shape, self.unet.level_sizes
+        conditioning = _conditioning(embedding_dim, 1, cond_dim)
+        self.time_net = nn.Sequential(make_time_embedding(time_embedding, embedding_dim), conditioning)
+
+    def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
+        return self.unet(x, self.time_net(_batch_times(t, x)))
+
+
+class TwoTimeUNet(nn.Module):
+    """Average velocity u(s, t, x) of a flow map X(s, t, x) = x + (t - s) u(s, t, x), for images.
+
+    forward(s, t: (B,) or scalars, x: (B, C, H, W)) -> (B, C, H, W). As `TwoTimeMLP`: time_pair `s_gap` (default)
+    embeds s and t - s, `s_t` embeds s and t, with two embeddings (seeds 0 and 1); the concatenation goes through
+    Linear, SiLU, Linear, SiLU to 4 * channels features, added in every block.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        channels: int = 32,
+        channel_mult: Sequence[int] = (1, 2),
+        num_res_blocks: int = 1,
+        attention_resolutions: Sequence[int] = (),
+        dropout: float = 0.0,
+        norm_groups: int = 8,
+        time_embedding: TimeEmbeddingKind = "sinusoidal",
+        embedding_dim: int = 64,
+        time_pair: TimePair = "s_gap",
+    ) -> None:
+        super().__init__()
+        if time_pair not in ("s_gap", "s_t"):
+            raise ValueError(f"time_pair must be 's_gap' or 's_t', got {time_pair!r}")
+        cond_dim, self.time_pair = 4 * channels, time_pair
+        self.unet = _UNet(
+            shape, channels, channel_mult, num_res_blocks, attention_resolutions, dropout, norm_groups, cond_dim
+        )
+        self.shape, self.level_sizes = self.unet.shape, self.unet.level_sizes
+        self.time_proj = _conditioning(embedding_dim, 2, cond_dim)
+        # Different seeds: with Fourier features, the two times get independent frequencies.
+        self.embed_first = make_time_embedding(time_embedding, embedding_dim, seed=0)
+        self.embed_second = make_time_embedding(time_embedding, embedding_dim, seed=1)
+
+    def forward(self, s: Tensor | float, t: Tensor | float, x: Tensor) -> Tensor:
+        s, t = _batch_times(s, x), _batch_times(t, x)
+        second = t - s if self.time_pair == "s_gap" else t
+        embedded = torch.cat([self.embed_first(s), self.embed_second(second)], dim=-1)
+        return self.unet(x, self.time_proj(embedded))
+
+    def flow_map(self, s: Tensor | float, t: Tensor | float, x: Tensor) -> Tensor:
+        """X(s, t, x) = x + (t - s) u(s, t, x); exactly x when s == t. s, t: (B,) or scalars; x: (B, C, H, W)."""
+        s, t = _batch_times(s, x), _batch_times(t, x)
+        return x + (t - s).view(-1, 1, 1, 1) * self(s, t, x)
+
+    def velocity(self, t: Tensor | float, x: Tensor) -> Tensor:
+        """The diagonal u(t, t, x): an ordinary velocity field (the tangent condition of the flow map)."""
+        return self(t, t, x)
+
+
+class GeneratorUNet(nn.Module):
+    """A one-step generator G(z) for images (MGM, spec section 5). forward(z: (B, C, H, W)) -> x: (B, C, H, W).
+
+    No time input and no conditioning: the residual blocks have no conditioning projection.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        channels: int = 32,
+        channel_mult: Sequence[int] = (1, 2),
+        num_res_blocks: int = 1,
+        attention_resolutions: Sequence[int] = (),
+        dropout: float = 0.0,
+        norm_groups: int = 8,
+    ) -> None:
+        super().__init__()
+        self.unet = _UNet(
+            shape, channels, channel_mult, num_res_blocks, attention_resolutions, dropout, norm_groups, None
+        )
+        self.shape, self.level_sizes = self.unet.shape, self.unet.level_sizes
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.unet(z, None)
