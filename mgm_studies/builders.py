@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from torch import nn
@@ -48,6 +49,12 @@ def build_dataset(config: RunConfig) -> VectorDataset:
             "(use sw2 or mmd)",
         )
     image = len(data_shape(dataset)) == 3
+    for metric in ("fid", "kid"):
+        if metric in config.eval.metrics and not image:
+            raise ConfigError.single("eval.metrics", f"{metric!r} is for image data; {data.name!r} is vector data")
+    weights = config.eval.fid.weights
+    if image and weights is not None and not Path(weights).is_file():
+        raise ConfigError.single("eval.fid.weights", f"file not found: {weights}")
     if image != isinstance(config.model, UNetConfig):
         raise ConfigError.single(
             "model.name",

@@ -212,10 +212,25 @@ class TrainConfig(StrictModel):
         return self.steps if self.steps is not None else math.ceil(self.images / self.batch_size)
 
 
-class EvalConfig(StrictModel):
-    """Metrics on the NFE ladder `steps` (one value of each metric per number of sampling steps)."""
+class FIDOptions(StrictModel):
+    """How FID / KID are computed (metrics/image_quality.py): the extractor, its weights, the reference set."""
 
-    metrics: list[Literal["kl", "sw2", "mmd"]] = Field(default_factory=lambda: ["kl", "sw2"], min_length=1)
+    extractor: Literal["mgm-offline", "inception-v3-compat"] = "mgm-offline"
+    weights: str | None = Field(
+        None, description="extractor weights file; mgm-offline without one: trained once on the data and cached"
+    )
+    reference_size: int | None = Field(None, ge=2, description="reference images (seed 0); null: the whole set")
+    cache_dir: str | None = Field(None, description="default $MGM_STUDIES_CACHE, else ~/.cache/mgm-studies")
+
+
+class EvalConfig(StrictModel):
+    """Metrics on the NFE ladder `steps` (one value of each metric per number of sampling steps). `kl` is for 1-D
+    and 2-D data; `fid` and `kid` for images; `sw2` and `mmd` for both (images flattened)."""
+
+    metrics: list[Literal["kl", "sw2", "mmd", "fid", "kid"]] = Field(
+        default_factory=lambda: ["kl", "sw2"], min_length=1
+    )
+    fid: FIDOptions = FIDOptions()
     steps: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
     num_samples: int = Field(10_000, ge=2)
     interval: int = Field(0, ge=0, description="evaluate every `interval` steps; 0: only at the end")
@@ -265,7 +280,7 @@ class RunConfig(StrictModel):
         data.setdefault("model", {"name": "unet"})
         evaluation = data.get("eval")
         if evaluation is None or (isinstance(evaluation, dict) and "metrics" not in evaluation):
-            data["eval"] = {**(evaluation or {}), "metrics": ["sw2"]}
+            data["eval"] = {**(evaluation or {}), "metrics": ["fid"]}
         return data
 
     def evaluated_ema(self) -> float | None:
@@ -390,7 +405,9 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
         folder = Path(path).resolve().parent
         objective = data.get("objective")
         teacher = objective.get("teacher") if isinstance(objective, dict) else None
-        for section, key in ((data.get("data"), "path"), (teacher, "path"), (teacher, "config")):
+        evaluation = data.get("eval")
+        fid = evaluation.get("fid") if isinstance(evaluation, dict) else None
+        for section, key in ((data.get("data"), "path"), (teacher, "path"), (teacher, "config"), (fid, "weights")):
             if isinstance(section, dict) and isinstance(section.get(key), str):
                 file = Path(section[key]).expanduser()
                 if not file.is_absolute():

@@ -66,15 +66,23 @@ def evaluate(
     metrics: dict[str, float] = {}
     samples: dict[int, Tensor] = {}
     show = progress and sys.stderr.isatty()  # as in training: a bar on a terminal only
+    quality = None
+    if image and {"fid", "kid"} & set(config.metrics):
+        from mgm_studies.metrics.image_quality import ImageQuality
+
+        quality = ImageQuality(dataset, config.fid, config.metrics, device)
+    tags = quality.provenance(n) if quality is not None else {}
     for k in tqdm(steps, desc="evaluate", unit="ladder step", disable=not show, leave=False):
         result = generate(objective, model, noise, k, device)
         samples[k] = result.x[:GRID_IMAGES] if image else result.x  # images: what a sample grid shows
         metrics[f"fevals/nfe-{k}"] = float(result.nfe)
-        for metric in config.metrics:
+        if quality is not None:
+            metrics.update({metric_name(name, k): value for name, value in quality(result.x).items()})
+        for metric in (m for m in config.metrics if m not in ("fid", "kid")):
             x, ref = (result.x.flatten(1), reference.flatten(1)) if image else (result.x, reference)
             metrics[metric_name(metric, k)] = _metric(metric, x, ref, dataset, config, generator)
     kept = reference[:GRID_IMAGES] if image else reference
-    return Evaluation(step=step, metrics=metrics, samples=samples, reference=kept)
+    return Evaluation(step=step, metrics=metrics, samples=samples, reference=kept, tags=tags)
 
 
 def _metric(

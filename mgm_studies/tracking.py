@@ -157,6 +157,8 @@ class MlflowReporter(NullReporter):
     def report_evaluation(self, evaluation: Evaluation) -> None:
         self.report_scalars(evaluation.step, evaluation.metrics)
         self.flush()
+        for key, value in evaluation.tags.items():
+            self.client.set_tag(self.run_id, key, value)
         for k, fig in evaluation_figures(evaluation, box=self.box):
             self.client.log_figure(self.run_id, fig, f"{self.plot_prefix}/step-{evaluation.step:09d}/nfe-{k}.png")
 

@@ -156,6 +156,8 @@ class MlflowSweepCallback(tune.Callback):
             self._where[run_id] = where
             self.client.set_tag(run_id, "mgm.trial_process", where)
         self.client.set_tag(run_id, "mgm.last_step", str(step))
+        for key, value in (result.get(ray_train.TAGS) or {}).items():
+            self.client.set_tag(run_id, key, str(value))
         if staged is not None:
             self._log_staged(run_id, staged)
 

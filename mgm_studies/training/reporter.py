@@ -22,6 +22,7 @@ class Evaluation:
     metrics: dict[str, float]
     samples: dict[int, Tensor] = field(default_factory=dict)  # steps K -> (N, *data_shape) on CPU
     reference: Tensor | None = None  # (M, *data_shape) data drawn for comparison
+    tags: dict[str, str] = field(default_factory=dict)  # what the metrics mean (FID: extractor, reference, ...)
 
 
 class Reporter(Protocol):

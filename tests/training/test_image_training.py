@@ -67,8 +67,13 @@ def test_image_data_refuses_an_mlp_or_kl_and_defaults_to_a_unet(tmp_path, capsys
     from mgm_studies.cli import main
 
     defaults = parse_run_config({"data": {"name": "digits"}, "train": {"steps": 1}})
-    assert defaults.model.name == "unet" and defaults.eval.metrics == ["sw2"]
-    for section, field in (({"model": {"hidden": 16}}, "model.name"), ({"eval": {"metrics": ["kl"]}}, "eval.metrics")):
+    assert defaults.model.name == "unet" and defaults.eval.metrics == ["fid"]
+    cases = [
+        ({"model": {"hidden": 16}}, "model.name"),
+        ({"eval": {"metrics": ["kl"]}}, "eval.metrics"),
+        ({"eval": {"fid": {"weights": "missing.pt"}}}, "eval.fid.weights"),
+    ]
+    for section, field in cases:
         path = tmp_path / "run.yaml"
         path.write_text(yaml.safe_dump({"data": {"name": "digits"}, "train": {"steps": 1}, **section}))
         assert main(["validate", str(path)]) == 2

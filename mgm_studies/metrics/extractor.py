@@ -1,0 +1,231 @@
+"""An offline feature extractor for FID on small images (1 or 3 channels, 8x8 to 32x32), and its torch-fidelity hook.
+
+Inception-v3 needs downloaded weights and sees 8x8 digits upsampled to 299x299; a compact classifier trained on the
+project's own labelled images needs no network and gives features that separate the classes. Its numbers are
+comparable only between runs that use the same weights file, which is why `weights_hash` goes into every cache key
+and provenance tag.
+
+Pixels map to [-1, 1] as x = v / 127.5 - 1 for uint8 v, the convention of `mgm_studies.data.images`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+OFFLINE_EXTRACTOR_NAME = "mgm-offline"  # the name registered with torch-fidelity
+FEATURE_LAYER = "feat"  # (N, feature_dim) penultimate activations: FID, KID, precision/recall
+LOGITS_LAYER = "logits"  # (N, num_classes) classification head: a classifier-based metric such as ISC
+PAYLOAD_FORMAT = 1
+_HELDOUT_FRACTION = 0.2
+
+
+def from_uint8(pixels: Tensor) -> Tensor:
+    """uint8 (N, C, H, W) values 0..255 to float32 in [-1, 1]."""
+    return pixels.to(torch.float32) / 127.5 - 1.0
+
+
+class SmallClassifier(nn.Module):
+    """Three conv blocks (3x3 conv, GroupNorm, SiLU; stride 2 in blocks 2 and 3), global average pooling, a feature
+    layer (linear + SiLU) and a linear classification head. Any spatial size >= 1 works (8x8 -> 2x2 before pooling).
+
+    Args:
+        input_shape: (C, H, W) of the images it is trained on.
+        num_classes: classes of the head.
+        width: channels of block 1; blocks 2 and 3 have 2x and 4x.
+        feature_dim: size of the feature layer.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, *, width: int = 32, feature_dim: int = 64):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = input_shape[0]
+        for index, out_channels in enumerate((width, 2 * width, 4 * width)):
+            layers += [
+                nn.Conv2d(in_channels, out_channels, 3, stride=1 if index == 0 else 2, padding=1),
+                nn.GroupNorm(min(8, out_channels), out_channels),
+                nn.SiLU(),
+            ]
+            in_channels = out_channels
+        self.blocks = nn.Sequential(*layers)
+        self.feature = nn.Sequential(nn.Linear(in_channels, feature_dim), nn.SiLU())
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (N, C, H, W) float in [-1, 1] -> (features (N, feature_dim), logits (N, num_classes))."""
+        features = self.feature(self.blocks(x).mean(dim=(2, 3)))
+        return features, self.head(features)
+
+
+def train_extractor(
+    images: Tensor,
+    labels: Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    lr: float,
+    width: int = 32,
+    feature_dim: int = 64,
+) -> dict[str, Any]:
+    """Train a `SmallClassifier` with Adam and cross-entropy on a seeded 80% split; measure accuracy on the rest.
+
+    Args:
+        images: (N, C, H, W) float in [-1, 1], N >= 2.
+        labels: (N,) integer classes 0..K-1.
+        steps: optimizer steps, each on `batch_size` images drawn with replacement from the training split.
+        seed: fixes the split, the initialisation and the batches (the global RNG is left as it was).
+    Returns:
+        The payload for `save_extractor`: "state_dict", "input_shape" [C, H, W], "num_classes", "width",
+        "feature_dim", "heldout_accuracy" (fraction in [0, 1]), "num_heldout", "steps", "batch_size", "seed", "lr".
+    """
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be a float (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+    if labels.shape != images.shape[:1] or labels.is_floating_point() or len(images) < 2:
+        raise ValueError(f"labels must be (N,) = ({len(images)},) integers, N >= 2, got {tuple(labels.shape)}")
+    if steps < 0 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}")
+    labels = labels.to(torch.int64)
+    num_classes = int(labels.max()) + 1
+    input_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(images), generator=generator)
+    num_heldout = max(1, round(_HELDOUT_FRACTION * len(images)))
+    heldout, train = order[:num_heldout], order[num_heldout:]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SmallClassifier(input_shape, num_classes, width=width, feature_dim=feature_dim).to(images.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        batch = train[torch.randint(len(train), (batch_size,), generator=generator)].to(images.device)
+        _, logits = model(images[batch])
+        loss = F.cross_entropy(logits, labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        heldout = heldout.to(images.device)
+        accuracy = (model(images[heldout])[1].argmax(dim=1) == labels[heldout]).float().mean().item()
+    return {
+        "format": PAYLOAD_FORMAT,
+        "state_dict": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "width": width,
+        "feature_dim": feature_dim,
+        "heldout_accuracy": accuracy,
+        "num_heldout": num_heldout,
+        "steps": steps,
+        "batch_size": batch_size,
+        "seed": seed,
+        "lr": lr,
+    }
+
+
+def save_extractor(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write a `train_extractor` payload with torch.save (parent folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return path
+
+
+def load_extractor(path: str | Path) -> dict[str, Any]:
+    """Read a payload written by `save_extractor` (torch.load with weights_only=True: tensors and plain values)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != PAYLOAD_FORMAT:
+        raise ValueError(f"{path} is not an mgm-offline extractor file (format {PAYLOAD_FORMAT})")
+    return payload
+
+
+def build_classifier(payload: dict[str, Any]) -> SmallClassifier:
+    """The trained network of a payload, in eval mode, on the CPU."""
+    c, h, w = (int(v) for v in payload["input_shape"])
+    model = SmallClassifier(
+        (c, h, w), int(payload["num_classes"]), width=int(payload["width"]), feature_dim=int(payload["feature_dim"])
+    )
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def weights_hash(path: str | Path) -> str:
+    """The first 16 hex digits of the sha256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@cache
+def offline_extractor_class() -> type[nn.Module]:
+    """The torch-fidelity `FeatureExtractorBase` subclass for `SmallClassifier` (defined on first use, because
+    importing torch_fidelity imports torchvision)."""
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+    class OfflineFeatureExtractor(FeatureExtractorBase):
+        """torch-fidelity builds it as cls(name, features_list, **calculate_metrics kwargs); the weights file comes
+        from `feature_extractor_weights_path`. forward: uint8 (N, C, H, W) with (C, H, W) the trained input shape
+        -> tuple of the requested layers, in `features_list` order."""
+
+        is_mgm_offline = True  # tells `register_offline_extractor` that a registered class is one of ours
+
+        def __init__(
+            self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None, **kwargs
+        ):
+            super().__init__(name, features_list)
+            if feature_extractor_weights_path is None:
+                raise ValueError(f"{name} needs feature_extractor_weights_path (a file from save_extractor)")
+            payload = load_extractor(feature_extractor_weights_path)
+            self.input_shape = tuple(int(v) for v in payload["input_shape"])
+            self.net = build_classifier(payload)
+
+        @staticmethod
+        def get_provided_features_list() -> tuple[str, str]:
+            return (FEATURE_LAYER, LOGITS_LAYER)
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric: str) -> str:
+            return LOGITS_LAYER if metric == "isc" else FEATURE_LAYER
+
+        @staticmethod
+        def can_be_compiled() -> bool:
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile() -> Tensor:
+            return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+
+        def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+            if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+                raise ValueError(
+                    f"{self.name} expects uint8 (N, {', '.join(map(str, self.input_shape))}) images (the shape it "
+                    f"was trained on), got {x.dtype} {tuple(x.shape)}"
+                )
+            features, logits = self.net(from_uint8(x))
+            by_layer = {FEATURE_LAYER: features, LOGITS_LAYER: logits}
+            return tuple(by_layer[layer] for layer in self.features_list)
+
+    return OfflineFeatureExtractor
+
+
+def register_offline_extractor() -> str:
+    """Register the offline extractor with torch-fidelity's global registry under `OFFLINE_EXTRACTOR_NAME`; returns
+    the name. Idempotent: a class of ours already there (even from a reloaded module) is kept; any other class
+    registered under the name is an error, since torch-fidelity would otherwise run it silently."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    existing = FEATURE_EXTRACTORS_REGISTRY.get(OFFLINE_EXTRACTOR_NAME)
+    if existing is None:
+        register_feature_extractor(OFFLINE_EXTRACTOR_NAME, offline_extractor_class())
+    elif not getattr(existing, "is_mgm_offline", False):
+        raise RuntimeError(f"torch-fidelity extractor {OFFLINE_EXTRACTOR_NAME!r} is already taken by {existing!r}")
+    return OFFLINE_EXTRACTOR_NAME
