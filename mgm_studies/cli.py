@@ -257,6 +257,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_extractor(args: argparse.Namespace) -> int:
+    """Train the offline FID extractor on a run config's (labelled) image data; save it and log it to MLflow."""
+    from mgm_studies import tracking
+    from mgm_studies.builders import build_dataset
+    from mgm_studies.config import load_run_config
+    from mgm_studies.data import data_shape
+    from mgm_studies.metrics.extractor import save_extractor, train_extractor, weights_hash
+
+    for name, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ConfigError.single(name, f"must be >= 1, got {value}")
+    config = load_run_config(args.config)
+    dataset = build_dataset(config)
+    if len(data_shape(dataset)) != 3 or getattr(dataset, "labels", None) is None:
+        raise ConfigError.single("data", f"{config.data.name!r} is not labelled image data: nothing to train on")
+    payload = train_extractor(
+        dataset.images, dataset.labels, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr
+    )
+    out = Path(args.out or Path("extractors") / f"{dataset.identity()}.pt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".tmp")
+    save_extractor(payload, partial)
+    partial.replace(out)
+    digest = weights_hash(out)
+    client = tracking.client()
+    experiment = tracking.experiment_id(client, args.experiment)
+    tags = {"mgm.kind": "extractor", "mgm.data": dataset.identity(), "mgm.weights_hash": digest}
+    run_id = client.create_run(experiment, run_name=f"extractor-{dataset.identity()}", tags=tags).info.run_id
+    params = {"data": config.data.model_dump_json(), "steps": args.steps, "batch_size": args.batch_size}
+    for key, value in {**params, "seed": args.seed, "lr": args.lr}.items():
+        client.log_param(run_id, key, str(value))
+    client.log_metric(run_id, "heldout_accuracy", float(payload["heldout_accuracy"]))
+    client.log_artifact(run_id, str(out), "extractor")
+    tracking.finish_run(client, run_id, "finished")
+    print(f"held-out accuracy {payload['heldout_accuracy']:.4f}; weights {digest}; MLflow run {run_id}")
+    print(f"use it with  eval: {{metrics: [fid], fid: {{extractor: mgm-offline, weights: {out.resolve()}}}}}")
+    print(out.resolve())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgm-studies", description=__doc__, epilog=EPILOG)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -348,6 +388,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default reports/STUDY); replaced whole")
     p.add_argument("--sweep", metavar="RUN_ID", help="the sweep's parent run id (default: the study's newest sweep)")
     p.set_defaults(handler=cmd_report)
+
+    p = verbs.add_parser(
+        "train-extractor",
+        help="train the offline FID feature extractor on a run config's image data",
+        description=(
+            "Train the small classifier that scores FID offline (eval.fid.extractor: mgm-offline) on the labelled "
+            "images of CONFIG's data section; write its weights (the last line printed is the file) and log them to "
+            "MLflow as an artifact. Without one, runs train the same extractor on first use and cache it."
+        ),
+        epilog=EPILOG,
+    )
+    p.add_argument("config", metavar="CONFIG", help="a run config (YAML) whose data section names labelled images")
+    p.add_argument("--out", help="weights file (default extractors/<data identity>.pt)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--experiment", default="mgm-studies-extractors", help="MLflow experiment of the extractor's run")
+    p.set_defaults(handler=cmd_train_extractor)
 
     p = verbs.add_parser(
         "validate",

@@ -41,3 +41,30 @@ def test_training_lowers_the_8_step_fid_and_the_value_carries_its_provenance(tmp
     assert after.tags == before.tags and after.tags["fid.extractor"] == "mgm-offline"
     assert after.tags["fid.num_reference"] == "1797" and after.tags["fid.num_samples"] == "600"
     assert after.tags["fid.extractor_weights"] and weights.stat().st_size > 0
+
+
+def test_train_extractor_writes_weights_logs_them_to_mlflow_and_runs_can_use_them(mlflow_env, capsys):
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from mgm_studies.cli import main
+    from mgm_studies.metrics.extractor import weights_hash
+
+    (mlflow_env / "run.yaml").write_text(yaml.safe_dump({"data": {"name": "digits"}, "train": {"steps": 1}}))
+    assert main(["train-extractor", "run.yaml", "--steps", "150", "--out", "digits.pt"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    weights = mlflow_env / "digits.pt"
+    assert out[-1] == str(weights) and weights.is_file()
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("mgm-studies-extractors").experiment_id])
+    assert run.data.tags["mgm.weights_hash"] == weights_hash(weights) and run.info.status == "FINISHED"
+    assert run.data.metrics["heldout_accuracy"] > 0.8
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "extractor")] == ["extractor/digits.pt"]
+    # A run config names the weights (relative to the config file) and validates.
+    config = {"data": {"name": "digits"}, "train": {"steps": 1}, "eval": {"fid": {"weights": "digits.pt"}}}
+    (mlflow_env / "student.yaml").write_text(yaml.safe_dump(config))
+    assert main(["validate", "student.yaml"]) == 0
+    # Vector data has no images to train on.
+    (mlflow_env / "toy.yaml").write_text(yaml.safe_dump({"data": {"name": "moons"}, "train": {"steps": 1}}))
+    assert main(["train-extractor", "toy.yaml"]) == 2
+    assert "  data: 'moons' is not labelled image data" in capsys.readouterr().err
