@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/trainer_overhead.py
 	$(BIN)/python benchmarks/objective_cost.py
 	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/image_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check mgm_studies tests benchmarks
