@@ -43,9 +43,14 @@ def offline_weights(dataset, cache: Path) -> Path:
     with torch.random.fork_rng(devices=[]):  # the run's own random streams stay untouched
         payload = train_extractor(dataset.images, dataset.labels, steps=OFFLINE_STEPS, batch_size=64, seed=0, lr=2e-3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent trials: the last rename wins, same file
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     save_extractor(payload, partial)
-    partial.replace(path)
+    try:  # the first writer wins and its file is never replaced: runs that already score with it keep doing so
+        os.link(partial, path)
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
     return path
 
 

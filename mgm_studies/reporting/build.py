@@ -7,6 +7,7 @@ unknown study, an unreachable store) writes nothing, and an existing report is r
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -121,8 +122,6 @@ def _summary(data: StudyData, leveled: pd.DataFrame, order: dict[str, list[str]]
 
 
 def _scheduler(search: dict[str, str]) -> str:
-    import json
-
     try:
         return json.loads(search.get("search.scheduler", "{}")).get("name", "?")
     except ValueError:

@@ -127,12 +127,18 @@ def _variants(study: StudySpec) -> list[dict[str, Any]]:
 
 
 def prepare_teachers(study: StudySpec) -> list[str]:
-    """Train (once) every teacher named by config in the study, before trials start; returns their sources."""
-    from mgm_studies.builders import build_run
+    """Train (once) every teacher named by config in the study, and every offline FID extractor its trials would
+    train on first use, before trials start; returns the teachers' sources."""
+    from mgm_studies.builders import build_dataset, build_run
 
     sources, seen = [], set()
     for values in _variants(study):
         config = study.trial_config(values, study.seeds[0])
+        fid = config.eval.fid
+        if {"fid", "kid"} & set(config.eval.metrics) and fid.extractor == "mgm-offline" and fid.weights is None:
+            from mgm_studies.metrics.image_quality import cache_folder, offline_weights
+
+            offline_weights(build_dataset(config), cache_folder(fid.cache_dir))
         teacher = getattr(config.objective, "teacher", None)
         if teacher is None or teacher.config is None or teacher.config in seen:
             continue
