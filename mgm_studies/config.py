@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from mgm_studies.configbase import ConfigError, StrictModel
 from mgm_studies.interpolants import Interpolant
@@ -22,6 +22,15 @@ from mgm_studies.objectives import OBJECTIVES, ObjectiveConfig
 from mgm_studies.objectives.si import SIConfig
 
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _even(value: int) -> int:
+    if value % 2:
+        raise ValueError(f"must be even (sine and cosine halves), got {value}")
+    return value
+
+
+EmbeddingDim = Annotated[int, Field(ge=1), AfterValidator(_even)]  # time embeddings: sine and cosine halves
 
 
 # ---------------------------------------------------------------- data
@@ -92,16 +101,9 @@ class MLPConfig(StrictModel):
     hidden: PositiveInt = 256
     depth: PositiveInt = 4
     time_embedding: Literal["sinusoidal", "fourier"] = "sinusoidal"
-    embedding_dim: PositiveInt = 64
+    embedding_dim: EmbeddingDim = 64
     activation: Literal["silu", "gelu", "relu"] = "silu"
     time_pair: Literal["s_gap", "s_t"] = Field("s_gap", description="two-time models: embed (s, t - s) or (s, t)")
-
-    @field_validator("embedding_dim")
-    @classmethod
-    def _even(cls, value: int) -> int:
-        if value % 2:
-            raise ValueError(f"must be even (sine and cosine halves), got {value}")
-        return value
 
 
 class UNetConfig(StrictModel):
@@ -117,15 +119,8 @@ class UNetConfig(StrictModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm_groups: PositiveInt = 8
     time_embedding: Literal["sinusoidal", "fourier"] = "sinusoidal"
-    embedding_dim: PositiveInt = 64
+    embedding_dim: EmbeddingDim = 64
     time_pair: Literal["s_gap", "s_t"] = Field("s_gap", description="two-time models: embed (s, t - s) or (s, t)")
-
-    @field_validator("embedding_dim")
-    @classmethod
-    def _even(cls, value: int) -> int:
-        if value % 2:
-            raise ValueError(f"must be even (sine and cosine halves), got {value}")
-        return value
 
 
 def _model_kind(value: Any) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import inspect
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +100,23 @@ class VectorDataset(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+
+
+def build_registered(registry: Mapping[str, Callable[..., VectorDataset]], kind: str, name: str, **options):
+    """The dataset registered as `name` in `registry`, built with `options`.
+
+    Raises DataError("name") for an unknown name, DataError("options") for options the dataset does not take; `kind`
+    ("toy", "image") names the registry in the messages.
+    """
+    factory = registry.get(name)
+    if factory is None:
+        raise DataError("name", f"unknown {kind} dataset {name!r}; known: {', '.join(sorted(registry))}")
+    # Bind first so that a wrong option is reported as such, while a TypeError inside the dataset stays a bug.
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as exc:
+        raise DataError("options", f"bad options for {kind} dataset {name!r}: {exc}") from None
+    return factory(**options)
 
 
 def data_shape(dataset: VectorDataset) -> tuple[int, ...]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mgm_studies.data.base import DataError, VectorDataset
+from mgm_studies.data.base import DataError, VectorDataset, build_registered
 
 DATA_ROOT_VARIABLE = "MGM_STUDIES_DATA"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -253,12 +252,4 @@ def make_image_dataset(name: str, **options) -> ImageDataset:
 
     Raises DataError("name") for an unknown name, DataError("options") for options the dataset does not take.
     """
-    factory = IMAGE_DATASETS.get(name)
-    if factory is None:
-        raise DataError("name", f"unknown image dataset {name!r}; known: {', '.join(sorted(IMAGE_DATASETS))}")
-    # Bind first so that a wrong option is reported as such, while a TypeError inside the dataset stays a bug.
-    try:
-        inspect.signature(factory).bind(**options)
-    except TypeError as exc:
-        raise DataError("options", f"bad options for image dataset {name!r}: {exc}") from None
-    return factory(**options)
+    return build_registered(IMAGE_DATASETS, "image", name, **options)

@@ -8,14 +8,19 @@ cell.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from mgm_studies.data.base import DataError, HistogramSpec, VectorDataset, check_spec_dim, with_outside
+from mgm_studies.data.base import (
+    HistogramSpec,
+    VectorDataset,
+    build_registered,
+    check_spec_dim,
+    with_outside,
+)
 from mgm_studies.data.gaussian import GaussianData
 
 _BINS = 32
@@ -164,12 +169,4 @@ def make_toy_dataset(name: str, **options) -> VectorDataset:
 
     Raises DataError("name") for an unknown name, DataError("options") for options the dataset does not take.
     """
-    factory = TOY_DATASETS.get(name)
-    if factory is None:
-        raise DataError("name", f"unknown toy dataset {name!r}; known: {', '.join(sorted(TOY_DATASETS))}")
-    # Bind first so that a wrong option is reported as such, while a TypeError inside the dataset stays a bug.
-    try:
-        inspect.signature(factory).bind(**options)
-    except TypeError as exc:
-        raise DataError("options", f"bad options for toy dataset {name!r}: {exc}") from None
-    return factory(**options)
+    return build_registered(TOY_DATASETS, "toy", name, **options)
