@@ -30,6 +30,7 @@ from ray.tune.search import Repeater
 from mgm_studies import tracking
 from mgm_studies.config import RunConfig
 from mgm_studies.configbase import ConfigError
+from mgm_studies.studies.placement import reaping_orphaned_placement_groups
 from mgm_studies.studies.space import StudySpec, load_study_spec
 from mgm_studies.studies.trial import SEED_KEY, TRIAL_INDEX, executor_of, run_trial, trial_run_config
 
@@ -318,7 +319,8 @@ def run_sweep(
                     verbose=verbose,
                 ),
             )
-        results = tuner.fit()
+        with reaping_orphaned_placement_groups():  # a stopped `train` trial's workers' resources (placement.py)
+            results = tuner.fit()
     finally:
         if started_ray:
             ray.shutdown()

@@ -133,8 +133,9 @@ def test_asha_stops_a_bad_trial_that_runs_on_the_train_executor(mlflow_env, tmp_
 
     import ray
 
-    # The stopped trial's placement group is released by Ray Train's cleaner (asynchronously): a leak never is.
-    deadline = time.monotonic() + 60
+    # The stopped trial's placement group is gone once the sweep returns (the sweep's reaper, placement.py; Ray Train's
+    # own cleaner was too slow in CI): only Ray's bookkeeping of the freed CPU may lag a moment.
+    deadline = time.monotonic() + 10
     while ray.available_resources().get("CPU", 0) < 1.9 and time.monotonic() < deadline:
         time.sleep(1)
     assert ray.available_resources().get("CPU", 0) >= 1.9
