@@ -14,7 +14,11 @@ another process holds a core (its threads wait for each other at every operation
 
     .venv/bin/python benchmarks/image_throughput.py [--size 16] [--batch 128] [--steps 30] [--warmup 5]
         [--channels 32] [--channel-mult 1,2] [--threads N] [--objectives si,itvm,mgm]
-        [--device cuda] [--precision bfloat16 | --compare-precision]
+        [--device cuda] [--precision bfloat16 | --compare-precision] [--compare-compile] [--channels-last]
+
+`--compare-compile` runs every objective eager and with `train.compile` (torch.compile of the trained network) and
+prints the speed-up; the compiled runs are warmed up for `--compile-warmup` steps (the first steps compile), and the
+compilation time (the warm-up's wall time minus eager warm-up) is printed too.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ class StepClock(NullReporter):
         self.stamps[step] = time.perf_counter()
 
 
-def make_config(args: argparse.Namespace, objective: dict, precision: str, steps: int) -> RunConfig:
+def make_config(
+    args: argparse.Namespace, objective: dict, precision: str, warmup: int, compiled: bool = False
+) -> RunConfig:
+    steps = warmup + args.steps
     return parse_run_config(
         {
             "data": {"name": "digits", "size": args.size},
@@ -60,8 +67,10 @@ def make_config(args: argparse.Namespace, objective: dict, precision: str, steps
                 "steps": steps,
                 "batch_size": args.batch,
                 "precision": precision,
+                "compile": compiled,
+                "channels_last": args.channels_last,
                 # Reports fall on the end of the warm-up and on the last step (see the module docstring).
-                "log_interval": math.gcd(args.warmup, args.steps),
+                "log_interval": math.gcd(warmup, args.steps),
                 "checkpoint_interval": 10 * steps,
             },
             # Only at the end, outside the timed window, and small.
@@ -72,7 +81,7 @@ def make_config(args: argparse.Namespace, objective: dict, precision: str, steps
 
 def export_teacher(args: argparse.Namespace, path: Path) -> Path:
     """An `si` teacher of the same U-Net, trained 1 step on the CPU and exported."""
-    trainer = Trainer(make_config(args, {"name": "si"}, "float32", steps=1))
+    trainer = Trainer(make_config(args, {"name": "si"}, "float32", warmup=1))
     trainer.train_step()
     return save_exported(trainer.export(), path)
 
@@ -82,6 +91,7 @@ def measure(config: RunConfig, warmup: int, device: str) -> dict[str, Any]:
     clock = StepClock(torch.device(device))
     trainer = Trainer(config, reporter=clock, device=device)
     phases = len(trainer.objective.phases(warmup))
+    started = time.perf_counter()
     trainer.run()
     ends = sorted(s for s in clock.stamps if s >= warmup and s % config.train.log_interval == 0)
     seconds = (clock.stamps[ends[-1]] - clock.stamps[ends[0]]) / (ends[-1] - ends[0])
@@ -91,6 +101,7 @@ def measure(config: RunConfig, warmup: int, device: str) -> dict[str, Any]:
         "ms_per_step": 1000 * seconds,
         "images_per_s": config.train.batch_size * phases / seconds,
         "window_ms_per_step": [1000 * w for w in windows],
+        "warmup_s": clock.stamps[warmup] - started,
     }
 
 
@@ -100,9 +111,9 @@ def device_name(device: str) -> str:
     return "CPU"
 
 
-def print_table(precision: str, rows: dict[str, dict[str, Any]]) -> None:
+def print_table(title: str, rows: dict[str, dict[str, Any]]) -> None:
     base = rows["si"]["ms_per_step"] if "si" in rows else None
-    print(f"\nprecision {precision}")
+    print(f"\n{title}")
     print(f"{'objective':<10} {'phases':>6} {'ms/step':>9} {'images/s':>9} {'ms/step x si':>13} {'window ms/step':>17}")
     for name, row in rows.items():
         ratio = f"{row['ms_per_step'] / base:.2f}" if base else "-"
@@ -127,6 +138,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's")
     parser.add_argument("--objectives", type=lambda s: s.split(","), default=["si", "itvm", "mgm"])
+    parser.add_argument("--compare-compile", action="store_true", help="eager and train.compile, and the speed-up")
+    parser.add_argument("--compile-warmup", type=int, default=10, help="untimed steps first for compiled runs")
+    parser.add_argument("--channels-last", action="store_true", help="train.channels_last for every run")
     parser.add_argument("--out", default="benchmarks/results/image_throughput.json")
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 1:
@@ -143,6 +157,7 @@ def main() -> None:
         "steps": args.steps,
         "warmup": args.warmup,
         "log_interval": math.gcd(args.warmup, args.steps),
+        "channels_last": args.channels_last,
     }
     print(f"torch {torch.__version__}, {device_name(args.device)} ({torch.get_num_threads()} CPU threads)")
     print(", ".join(f"{k} {v}" for k, v in setup.items()))
@@ -157,20 +172,33 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         teacher = str(export_teacher(args, Path(tmp) / "teacher.pt")) if "itvm" in args.objectives else None
-        for precision in precisions:
+        modes = [False, True] if args.compare_compile else [False]
+        for precision, compiled in itertools.product(precisions, modes):
             rows: dict[str, dict[str, Any]] = {}
+            warmup = args.compile_warmup if compiled else args.warmup
             for name in args.objectives:
                 objective = {"name": name, "teacher": {"path": teacher}} if name == "itvm" else {"name": name}
-                config = make_config(args, objective, precision, steps=args.warmup + args.steps)
-                rows[name] = measure(config, args.warmup, args.device)
-            print_table(precision, rows)
-            results["precisions"][precision] = rows
+                config = make_config(args, objective, precision, warmup, compiled)
+                rows[name] = measure(config, warmup, args.device)
+            key = precision + ("+compile" if compiled else "")
+            print_table(f"precision {precision}" + (", compiled" if compiled else ""), rows)
+            results["precisions"][key] = rows
     if args.compare_precision:
         fp32, bf16 = results["precisions"]["float32"], results["precisions"]["bfloat16"]
         speedups = {name: fp32[name]["ms_per_step"] / bf16[name]["ms_per_step"] for name in args.objectives}
         results["bfloat16_speedup"] = speedups
         print("\nbfloat16 speed-up (float32 ms/step / bfloat16 ms/step):")
         print(", ".join(f"{name} {value:.2f}x" for name, value in speedups.items()))
+    if args.compare_compile:
+        results["compile_speedup"] = {}
+        for precision in precisions:
+            eager, compiled = results["precisions"][precision], results["precisions"][precision + "+compile"]
+            speedups = {name: eager[name]["ms_per_step"] / compiled[name]["ms_per_step"] for name in args.objectives}
+            results["compile_speedup"][precision] = speedups
+            print(f"\ncompile speed-up, {precision} (eager ms/step / compiled ms/step; warm-up wall time):")
+            for name in args.objectives:
+                warm = f"warm-up {compiled[name]['warmup_s']:.1f} s against {eager[name]['warmup_s']:.1f} s"
+                print(f"  {name} {speedups[name]:.2f}x ({warm})")
     write_results(args.out, results)
 
 

@@ -189,6 +189,15 @@ class TrainConfig(StrictModel):
     ema_warmup: bool = True
     grad_clip: float | None = Field(1.0, gt=0.0)
     precision: Literal["float32", "bfloat16"] = "float32"
+    compile: bool = Field(
+        False,
+        description="torch.compile the trained network's forward (the objective's own networks stay eager); "
+        "the first steps pay the compilation",
+    )
+    channels_last: bool = Field(False, description="images: network weights and batches in channels-last layout")
+    data_on_device: bool = Field(
+        True, description="in-memory image sets: keep a copy on the training device and gather batches there"
+    )
     seed: int = Field(0, ge=0)
     checkpoint_interval: PositiveInt = 1000
     log_interval: PositiveInt = 10
@@ -318,6 +327,8 @@ def check_run_config(config: RunConfig) -> RunConfig:
                 f"'trig', or 'poly' with poly_power 1); {interp.schedule!r} is not",
             )
         )
+    if config.train.channels_last and not isinstance(config.model, UNetConfig):
+        problems.append(("train.channels_last", "is a memory layout for images: it needs model: {name: unet}"))
     ema = config.eval.ema
     if isinstance(ema, float) and ema not in config.train.ema_decays:
         problems.append(("eval.ema", f"{ema} is not one of the tracked train.ema_decays {config.train.ema_decays}"))

@@ -87,6 +87,11 @@ class VectorDataset(abc.ABC):
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         """(n, d) float32 on CPU, drawn with `generator` only (deterministic given generator state)."""
 
+    def sample_on(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        """`sample(n, generator)` on `device`, the same values. Sets held in memory override it to gather from a copy
+        kept on the device, so a GPU is not fed across the bus every step."""
+        return self.sample(n, generator).to(device, non_blocking=True)
+
     def bin_masses(self, spec: HistogramSpec) -> Tensor | None:
         """Exact probability of each cell of `spec`, shape (bins**d + 1,), float64, last entry = mass outside.
 

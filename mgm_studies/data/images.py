@@ -52,6 +52,7 @@ class ImageDataset(VectorDataset):
         self.shape = (channels, height, width)
         self.dim = channels * height * width
         self._identity: str | None = None
+        self._on_device: dict[str, Tensor] = {}  # copies of `images` on training devices (`sample_on`)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -60,6 +61,18 @@ class ImageDataset(VectorDataset):
         """(n, C, H, W) float32 in [-1, 1]: uniform draws with replacement."""
         index = torch.randint(len(self), (n,), generator=generator)
         return self.images[index]
+
+    def sample_on(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        """`sample` gathered on `device` from a copy of the set held there (made on first use): the indices are drawn on
+        the CPU from `generator` exactly as `sample` draws them, so the batches are the same."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self.sample(n, generator)
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = self.images.to(device)
+        index = torch.randint(len(self), (n,), generator=generator)
+        return self._on_device[key][index.to(device, non_blocking=True)]
 
     def reference(self, n: int, generator: torch.Generator) -> Tensor:
         """(min(n, N), C, H, W) float32 in [-1, 1]: distinct images, in random order."""

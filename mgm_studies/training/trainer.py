@@ -83,8 +83,11 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the caller's RNG
             torch.manual_seed(train.seed)
             shape = data_shape(self.dataset)
-            self.model = build_model(config.model, shape, self.objective.model_kind).to(self.device)
-            self.objective.attach(self.model, shape, lambda kind: build_model(config.model, shape, kind))
+            self.model = self._placed(build_model(config.model, shape, self.objective.model_kind))
+            self.objective.attach(self.model, shape, lambda kind: self._placed(build_model(config.model, shape, kind)))
+        # What the losses call: the model, or its compiled forward (same parameters; checkpoints, EMAs and
+        # evaluation use the eager `model`).
+        self.train_model: torch.nn.Module = torch.compile(self.model) if train.compile else self.model
         # One optimiser per phase: "model", and any network the objective owns (MGM's critic).
         self.networks: dict[str, torch.nn.Module] = {"model": self.model, **self.objective.networks()}
         self.optimizers = {
@@ -119,9 +122,9 @@ class Trainer:
             optimizer, network = self.optimizers[phase], self.networks[phase]
             for group in optimizer.param_groups:
                 group["lr"] = self.base_lrs[phase] * factor
-            x1 = self.dataset.sample(train.batch_size, self.data_generator).to(self.device, non_blocking=True)
+            x1 = self._batch(train.batch_size)
             with self._autocast():
-                output = self.objective.loss(phase, self.model, x1, self.noise_generator)
+                output = self.objective.loss(phase, self.train_model, x1, self.noise_generator)
             loss = output.loss.float().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -141,6 +144,20 @@ class Trainer:
         self.ema.update(self.model, self.step)
         self.step += 1
         return _Pending(self.step, names, values, self.base_lrs["model"] * factor)
+
+    def _placed(self, network: torch.nn.Module) -> torch.nn.Module:
+        """`network` on the training device, in channels-last layout when `train.channels_last`."""
+        network = network.to(self.device)
+        return network.to(memory_format=torch.channels_last) if self.config.train.channels_last else network
+
+    def _batch(self, n: int) -> Tensor:
+        """(n, *shape) data on the device, from the data generator; the same values whichever path feeds it."""
+        train = self.config.train
+        if train.data_on_device:
+            x1 = self.dataset.sample_on(n, self.data_generator, self.device)
+        else:
+            x1 = self.dataset.sample(n, self.data_generator).to(self.device, non_blocking=True)
+        return x1.contiguous(memory_format=torch.channels_last) if train.channels_last else x1
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         # A disabled torch.autocast still costs tens of microseconds a step: skip it for float32.
