@@ -1,6 +1,6 @@
 """Checks of the GPU path on a CUDA device (issue 6): each option changes how a step runs, not what it computes.
 
-    python scripts/gpu_path_check.py [--size 8] [--steps 4]
+    python benchmarks/gpu_path_check.py [--size 8] [--steps 4]
 
 - `data_on_device`: batches gathered from the copy of the image set on the GPU equal `sample()` moved there, and a
   Trainer fed either way reports the same losses;
