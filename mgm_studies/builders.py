@@ -19,7 +19,7 @@ from mgm_studies.configbase import ConfigError
 from mgm_studies.data import DataError, FileData, GaussianData, VectorDataset, data_shape, make_toy_dataset
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.models import GeneratorMLP, TwoTimeMLP, VelocityMLP
-from mgm_studies.objectives import Objective, build_objective
+from mgm_studies.objectives import Objective, VelocityHeads, build_objective
 
 
 def build_dataset(config: RunConfig) -> VectorDataset:
@@ -64,9 +64,10 @@ def build_dataset(config: RunConfig) -> VectorDataset:
     return dataset
 
 
-def build_model(config: ModelConfig, shape: int | tuple[int, ...], kind: str) -> nn.Module:
+def build_model(config: ModelConfig, shape: int | tuple[int, ...], kind: str | VelocityHeads) -> nn.Module:
     """The network an objective trains on samples of `shape` ((d,) for vectors, (C, H, W) for images):
-    `velocity` -> v(t, x), `two_time` -> u(s, t, x), `generator` -> G(z). An MLP for vectors, a U-Net for images."""
+    `velocity` -> v(t, x), `two_time` -> u(s, t, x), `generator` -> G(z), `VelocityHeads(k)` -> a v(t, x) with k
+    output heads (generator matching). An MLP for vectors, a U-Net for images."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     if isinstance(config, UNetConfig):
         return _build_unet(config, shape, kind)
@@ -80,6 +81,8 @@ def build_model(config: ModelConfig, shape: int | tuple[int, ...], kind: str) ->
     )
     if kind == "velocity":
         return VelocityMLP(dim, **options)
+    if isinstance(kind, VelocityHeads):
+        return VelocityMLP(dim, **options, heads=kind.heads)
     if kind == "two_time":
         return TwoTimeMLP(dim, **options, time_pair=config.time_pair)
     if kind == "generator":  # a one-step generator G(z) has no time input
@@ -87,13 +90,15 @@ def build_model(config: ModelConfig, shape: int | tuple[int, ...], kind: str) ->
     raise ValueError(f"no model for kind {kind!r}")
 
 
-def _build_unet(config: UNetConfig, shape: tuple[int, ...], kind: str) -> nn.Module:
+def _build_unet(config: UNetConfig, shape: tuple[int, ...], kind: str | VelocityHeads) -> nn.Module:
     from mgm_studies.models.unet import GeneratorUNet, TwoTimeUNet, VelocityUNet
 
     options = config.model_dump(exclude={"name", "time_embedding", "embedding_dim", "time_pair"})
     timed = dict(options, time_embedding=config.time_embedding, embedding_dim=config.embedding_dim)
     if kind == "velocity":
         return VelocityUNet(shape, **timed)
+    if isinstance(kind, VelocityHeads):
+        return VelocityUNet(shape, **timed, heads=kind.heads)
     if kind == "two_time":
         return TwoTimeUNet(shape, **timed, time_pair=config.time_pair)
     if kind == "generator":

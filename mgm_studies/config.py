@@ -194,7 +194,11 @@ class TrainConfig(StrictModel):
         description="torch.compile the trained network's forward (the objective's own networks stay eager); "
         "the first steps pay the compilation",
     )
-    channels_last: bool = Field(False, description="images: network weights and batches in channels-last layout")
+    channels_last: bool = Field(
+        False,
+        description="images: network weights and batches in channels-last layout (measured slower for the shipped "
+        "U-Net on an H100: README, Benchmarks)",
+    )
     data_on_device: bool = Field(
         True, description="in-memory image sets: keep a copy on the training device and gather batches there"
     )
@@ -285,6 +289,11 @@ class RunConfig(StrictModel):
         evaluation = data.get("eval")
         if evaluation is None or (isinstance(evaluation, dict) and "metrics" not in evaluation):
             data["eval"] = {**(evaluation or {}), "metrics": ["fid"]}
+        # Generator matching's jump law lives on bins over objective.value_range: images lie in [-1, 1].
+        objective = data.get("objective")
+        name = objective.get("name") if isinstance(objective, dict) else None
+        if name in OBJECTIVES and "value_range" in OBJECTIVES[name][0].model_fields and "value_range" not in objective:
+            data["objective"] = {**objective, "value_range": [-1.0, 1.0]}
         return data
 
     def evaluated_ema(self) -> float | None:
@@ -327,6 +336,17 @@ def check_run_config(config: RunConfig) -> RunConfig:
                 f"'trig', or 'poly' with poly_power 1); {interp.schedule!r} is not",
             )
         )
+    if OBJECTIVES[config.objective.name][1].needs_condot_interpolant:
+        # Generator matching's conditional path is CondOT, N(t z, (1 - t)^2 I): x_t = (1 - t) x0 + t z, x0 ~ N(0, I).
+        for field, wanted in (("schedule", "linear"), ("gamma", "none"), ("sigma0", 1.0)):
+            if getattr(interp, field) != wanted:
+                problems.append(
+                    (
+                        f"interpolant.{field}",
+                        f"objective {config.objective.name!r} trains on the CondOT path N(t z, (1 - t)^2 I): it needs "
+                        f"{field} {wanted!r}, got {getattr(interp, field)!r}",
+                    )
+                )
     if config.train.channels_last and not isinstance(config.model, UNetConfig):
         problems.append(("train.channels_last", "is a memory layout for images: it needs model: {name: unet}"))
     ema = config.eval.ema

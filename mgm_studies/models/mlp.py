@@ -43,10 +43,11 @@ def _trunk(in_features: int, dim: int, hidden: int, depth: int, activation: str)
 
 
 class VelocityMLP(nn.Module):
-    """v(t, x) for vector data. forward(t: (B,), x: (B, dim)) -> (B, dim).
+    """v(t, x) for vector data. forward(t: (B,), x: (B, dim)) -> (B, heads * dim); (B, dim) with the default heads 1.
 
     The time embedding goes through Linear + activation to `hidden` features, which are concatenated with x at
-    the input of the trunk.
+    the input of the trunk. `heads` > 1 (generator matching: velocity, jump rate, jump-law logits) widens the last
+    layer; the output is head-major, `out.unflatten(1, (heads, dim))[:, i]` is head i.
     """
 
     def __init__(
@@ -58,16 +59,19 @@ class VelocityMLP(nn.Module):
         time_embedding: TimeEmbeddingKind = "sinusoidal",
         embedding_dim: int = 64,
         activation: Activation = "silu",
+        heads: int = 1,
     ) -> None:
         super().__init__()
         _check_sizes(dim, hidden, depth, embedding_dim, activation)
-        self.dim = dim
+        if heads < 1:
+            raise ValueError(f"heads must be >= 1, got {heads}")
+        self.dim, self.heads = dim, heads
         self.time_net = nn.Sequential(
             make_time_embedding(time_embedding, embedding_dim),
             nn.Linear(embedding_dim, hidden),
             _ACTIVATIONS[activation](),
         )
-        self.trunk = _trunk(dim + hidden, dim, hidden, depth, activation)
+        self.trunk = _trunk(dim + hidden, heads * dim, hidden, depth, activation)
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         features = self.time_net(_batch_times(t, x))

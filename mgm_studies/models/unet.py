@@ -128,7 +128,7 @@ class _Resample(nn.Module):
 
 
 class _UNet(nn.Module):
-    """The shared trunk: forward(x: (B, C, H, W), cond: (B, cond_dim) or None) -> (B, C, H, W)."""
+    """The shared trunk: forward(x: (B, C, H, W), cond: (B, cond_dim) or None) -> (B, heads * C, H, W)."""
 
     def __init__(
         self,
@@ -140,8 +140,11 @@ class _UNet(nn.Module):
         dropout: float,
         norm_groups: int,
         cond_dim: int | None,
+        heads: int = 1,
     ) -> None:
         super().__init__()
+        if heads < 1:
+            raise ValueError(f"heads must be >= 1, got {heads}")
         if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
             raise ValueError(f"shape must be (C, H, W), three integers >= 1, got {tuple(shape)!r}")
         for name, value in (("channels", channels), ("num_res_blocks", num_res_blocks), ("norm_groups", norm_groups)):
@@ -184,7 +187,7 @@ class _UNet(nn.Module):
             if level > 0:
                 self.up.append(_Resample(ch, down=False, halve=sizes[level] != sizes[level - 1]))
         self.out_norm = _norm(ch, norm_groups)
-        self.out_conv = nn.Conv2d(ch, shape[0], 3, padding=1)
+        self.out_conv = nn.Conv2d(ch, heads * shape[0], 3, padding=1)
 
     def forward(self, x: Tensor, cond: Tensor | None) -> Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
@@ -202,9 +205,12 @@ class _UNet(nn.Module):
 
 
 class VelocityUNet(nn.Module):
-    """v(t, x) for images. forward(t: (B,) or scalar, x: (B, C, H, W)) -> (B, C, H, W); `shape` is (C, H, W).
+    """v(t, x) for images. forward(t: (B,) or scalar, x: (B, C, H, W)) -> (B, heads * C, H, W); `shape` is (C, H, W)
+    and `heads` is 1 by default, which gives (B, C, H, W).
 
     The time embedding goes through Linear, SiLU, Linear, SiLU to 4 * channels features, added in every block.
+    `heads` > 1 (generator matching: velocity, jump rate, jump-law logits) widens the output conv; the output is
+    head-major, `out.unflatten(1, (heads, C))[:, i]` is head i.
     """
 
     def __init__(
@@ -219,11 +225,12 @@ class VelocityUNet(nn.Module):
         norm_groups: int = 8,
         time_embedding: TimeEmbeddingKind = "sinusoidal",
         embedding_dim: int = 64,
+        heads: int = 1,
     ) -> None:
         super().__init__()
         cond_dim = 4 * channels
         self.unet = _UNet(
-            shape, channels, channel_mult, num_res_blocks, attention_resolutions, dropout, norm_groups, cond_dim
+            shape, channels, channel_mult, num_res_blocks, attention_resolutions, dropout, norm_groups, cond_dim, heads
         )
         self.shape, self.level_sizes = self.unet.shape, self.unet.level_sizes
         conditioning = _conditioning(embedding_dim, 1, cond_dim)

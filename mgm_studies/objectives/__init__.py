@@ -7,7 +7,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from mgm_studies.interpolants import Interpolant
-from mgm_studies.objectives.base import Objective, ObjectiveOutput
+from mgm_studies.objectives.base import Objective, ObjectiveOutput, VelocityHeads
 from mgm_studies.objectives.flow_map import (
     EMDConfig,
     ESDConfig,
@@ -21,6 +21,14 @@ from mgm_studies.objectives.flow_map import (
     ProgressiveSelfDistillationUniform,
     PSDMidpointConfig,
     PSDUniformConfig,
+)
+from mgm_studies.objectives.gm import (
+    FlowGeneratorMatching,
+    GMFlowConfig,
+    GMJumpConfig,
+    GMSuperpositionConfig,
+    JumpGeneratorMatching,
+    SuperpositionGeneratorMatching,
 )
 from mgm_studies.objectives.itvm import InitialTerminalVelocityMatching, ITVMConfig
 from mgm_studies.objectives.mgm import MGMConfig, MidpointGenerativeModel
@@ -41,6 +49,9 @@ OBJECTIVES: dict[str, tuple[type, type[Objective]]] = {
     "itvm": (ITVMConfig, InitialTerminalVelocityMatching),
     "pfmm": (PFMMConfig, ProgressiveFlowMapMatching),
     "mgm": (MGMConfig, MidpointGenerativeModel),
+    "gm_flow": (GMFlowConfig, FlowGeneratorMatching),
+    "gm_jump": (GMJumpConfig, JumpGeneratorMatching),
+    "gm_superposition": (GMSuperpositionConfig, SuperpositionGeneratorMatching),
 }
 
 _config_classes = tuple(config for config, _ in OBJECTIVES.values())
@@ -64,6 +75,7 @@ __all__ = [
     "ObjectiveConfig",
     "ObjectiveOutput",
     "TimeLawConfig",
+    "VelocityHeads",
     "build_objective",
     "sample_times",
 ]

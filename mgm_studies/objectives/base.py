@@ -13,7 +13,21 @@ from torch import Tensor, nn
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.sampling import SampleResult, VelocityFn
 
-ModelKind = Literal["velocity", "two_time", "generator"]
+
+@dataclass(frozen=True)
+class VelocityHeads:
+    """The model kind of a time-conditioned network with `heads` outputs per data channel (generator matching:
+    velocity, jump rate, jump-law logits): forward(t (B,), x (B, *data_shape)) -> (B, heads * C, ...), head-major,
+    where C is the first data dimension (d for vectors, channels for images)."""
+
+    heads: int
+
+    def __post_init__(self) -> None:
+        if self.heads < 1:
+            raise ValueError(f"heads must be >= 1, got {self.heads}")
+
+
+ModelKind = Literal["velocity", "two_time", "generator"] | VelocityHeads
 
 
 @dataclass
@@ -44,6 +58,8 @@ class Objective(abc.ABC):
     needs_teacher: ClassVar[bool] = False
     # MGM's midpoint argument needs alpha(t) = beta(1 - t): the run config refuses other schedules for it.
     needs_symmetric_interpolant: ClassVar[bool] = False
+    # Generator matching's CondOT path is the linear interpolant with no gamma and unit noise (spec section 6).
+    needs_condot_interpolant: ClassVar[bool] = False
 
     def __init__(self, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         if self.needs_symmetric_interpolant and not interpolant.symmetric:
