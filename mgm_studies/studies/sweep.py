@@ -32,7 +32,7 @@ from mgm_studies.config import RunConfig
 from mgm_studies.configbase import ConfigError
 from mgm_studies.studies.placement import reaping_orphaned_placement_groups
 from mgm_studies.studies.space import StudySpec, load_study_spec
-from mgm_studies.studies.trial import SEED_KEY, TRIAL_INDEX, executor_of, run_trial, trial_run_config
+from mgm_studies.studies.trial import SEED_KEY, executor_of, run_trial
 
 
 # ---------------------------------------------------------------------- search
@@ -255,7 +255,7 @@ def run_sweep(
             f"a sweep of this space already exists at {path}: pass --resume to continue it, or remove that folder "
             "(or change the space) to start a new one",
         )
-    base = trial_run_config(study, {**study.default_params(), TRIAL_INDEX: 0})
+    base = study.trial_config(study.default_params(), study.seeds[0])  # values, not searcher labels
     if not ray.is_initialized() and address is None and not os.environ.get("RAY_ADDRESS"):
         import torch
 
