@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -327,6 +328,17 @@ def run_sweep(
     return _summarise(client, study, sweep, path, parent_run_id, experiment_id, results)
 
 
+def axis_param(params: dict[str, str], key: str) -> str | None:
+    """An axis's value among a run's MLflow params (flattened dotted keys): the param itself, or for an axis over a
+    whole section (`objective`) its `name`, else its keys as JSON."""
+    if key in params:
+        return params[key]
+    if f"{key}.name" in params:
+        return params[f"{key}.name"]
+    inside = {k[len(key) + 1 :]: v for k, v in params.items() if k.startswith(f"{key}.")}
+    return json.dumps(inside, sort_keys=True) if inside else None
+
+
 def _check_fits_locally(config: RunConfig, available: dict[str, float]) -> None:
     """On a local Ray (which does not grow), a trial that needs more than the machine has would wait for ever."""
     resources = config.resources
@@ -361,7 +373,7 @@ def _summarise(client, study, sweep, path, parent_run_id, experiment_id, results
         scored = [(r.data.metrics[metric], r) for r in finished if metric in r.data.metrics]
         if scored:
             value, run = (min if mode == "min" else max)(scored, key=lambda item: item[0])
-            params = {k: run.data.params.get(k) for k in study.space}
+            params = {k: axis_param(run.data.params, k) for k in study.space}
             params["train.seed"] = run.data.params.get("train.seed")
             outcome.best[metric] = (run.info.run_id, value, params)
     # Interrupted: a child still running, or a trial Tune knows of that never got a child run.
