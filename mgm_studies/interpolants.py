@@ -184,6 +184,11 @@ class Interpolant:
         return self.schedule in ("linear", "trig") or (self.schedule == "poly" and self.poly_power == 1.0)
 
     @property
+    def condot(self) -> bool:
+        """The CondOT path x_t = (1 - t) x0 + t x1, x0 ~ N(0, I), no gamma: what generator matching needs (spec 6)."""
+        return self.schedule == "linear" and self.gamma_kind == "none" and self.sigma0 == 1.0
+
+    @property
     def singular_ends(self) -> tuple[bool, bool]:
         """(some coefficient's derivative blows up at t = 0, ... at t = 1): sample t away from such an end."""
         sqrt_gamma = self._gamma_active and self.gamma_kind == "sqrt"

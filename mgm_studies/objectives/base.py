@@ -67,6 +67,11 @@ class Objective(abc.ABC):
                 f"objective {self.name!r} needs a symmetric interpolant (alpha(t) = beta(1 - t): linear, trig or poly "
                 f"with n = 1), got {interpolant!r}: the midpoint argument swaps data and samples by flipping t to 1 - t"
             )
+        if self.needs_condot_interpolant and not interpolant.condot:
+            raise ValueError(
+                f"objective {self.name!r} trains on the CondOT path N(t z, (1 - t)^2 I): it needs the linear "
+                f"interpolant with gamma 'none' and sigma0 1, got {interpolant!r}"
+            )
         self.interpolant = interpolant
         self.teacher = teacher
         self.teacher_source: str | None = None  # "run:<id>" or "path:<file>", set by whoever loaded the teacher
