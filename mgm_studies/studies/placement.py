@@ -10,6 +10,12 @@ the GCS placement-group table directly and removes every group whose creator act
 be used again by the sweep. Only this driver's job is searched (other jobs on a shared cluster may hand a group on
 from an actor that has since exited), and a group created by the driver itself (Tune's trial resources) has no
 creator actor and is left alone.
+
+"Dead" is read from the actor table, not only from the group's own `creator_actor_dead` flag. When a stop kills a
+trial's Train workers a moment before its controller, the controller may start restarting the worker group and create
+a new placement group as it dies; the GCS registers that group after it has processed the controller's death, so the
+flag is never set and Ray Train's cleaner never hears of the group. Seen on this machine (a 3-trial ASHA sweep on the
+`train` executor): a group `CREATED`, flag false, its creator `DEAD`, holding one CPU until the driver exited.
 """
 
 from __future__ import annotations
@@ -25,20 +31,34 @@ logger = logging.getLogger(__name__)
 _LIVE_STATES = ("PENDING", "PREPARED", "CREATED", "RESCHEDULING")
 
 
+def creator_is_dead(creator_actor_dead: bool, creator_state: str | None) -> bool:
+    """Whether a group's creator actor is dead: the group's own flag, or the creator's row in the actor table (`DEAD`,
+    or gone: the GCS evicts old dead actors). The flag alone misses a group registered just after its creator's death
+    was processed (module docstring)."""
+    return creator_actor_dead or creator_state in (None, "DEAD")
+
+
 def _actor_created_groups() -> dict[str, bool]:
     """This job's live, non-detached placement groups created by an actor: hex id -> whether that actor is dead."""
     import ray
     import ray._private.state
     from ray.core.generated import gcs_pb2
 
+    accessor = ray._private.state.state._connect_and_get_accessor()
     job = bytes.fromhex(ray.get_runtime_context().get_job_id())
     groups = {}
-    for raw in ray._private.state.state._connect_and_get_accessor().get_placement_group_table():
+    for raw in accessor.get_placement_group_table():
         group = gcs_pb2.PlacementGroupTableData.FromString(raw)
         state = gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(group.state)
-        created_by_actor = not ray.ActorID(group.creator_actor_id).is_nil()  # nil: created by a driver
-        if group.creator_job_id == job and state in _LIVE_STATES and created_by_actor and not group.is_detached:
-            groups[group.placement_group_id.hex()] = group.creator_actor_dead
+        creator = ray.ActorID(group.creator_actor_id)
+        if group.creator_job_id != job or state not in _LIVE_STATES or creator.is_nil() or group.is_detached:
+            continue  # another job's, finished, created by a driver (nil creator), or meant to outlive its creator
+        creator_state = None
+        if not group.creator_actor_dead:
+            info = accessor.get_actor_info(creator)
+            if info is not None:
+                creator_state = gcs_pb2.ActorTableData.ActorState.Name(gcs_pb2.ActorTableData.FromString(info).state)
+        groups[group.placement_group_id.hex()] = creator_is_dead(group.creator_actor_dead, creator_state)
     return groups
 
 

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from mgm_studies.studies.placement import (
+    creator_is_dead,
     orphaned_placement_groups,
     reap_orphaned_placement_groups,
     reaping_orphaned_placement_groups,
@@ -48,6 +49,21 @@ def _wait(predicate, timeout_s: float = 30.0) -> bool:
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.2)
     return predicate()
+
+
+@pytest.mark.parametrize(
+    ("flag", "creator_state", "dead"),
+    [
+        (True, None, True),  # the GCS marked the group when its creator died
+        (False, "DEAD", True),  # registered after the creator's death was processed: the flag is never set (CI)
+        (False, None, True),  # the creator's row is gone: the GCS evicts old dead actors
+        (False, "ALIVE", False),
+        (False, "RESTARTING", False),
+        (False, "PENDING_CREATION", False),
+    ],
+)
+def test_a_creator_counts_as_dead_by_the_group_flag_or_by_the_actor_table(flag, creator_state, dead):
+    assert creator_is_dead(flag, creator_state) is dead
 
 
 def test_a_placement_group_whose_creator_actor_died_is_removed_and_nothing_else_is():
