@@ -85,7 +85,7 @@ def reap_orphaned_placement_groups() -> list[str]:
 
 
 @contextmanager
-def reaping_orphaned_placement_groups(interval_s: float = 2.0, settle_s: float = 15.0) -> Iterator[list[str]]:
+def reaping_orphaned_placement_groups(interval_s: float = 2.0, settle_s: float = 30.0) -> Iterator[list[str]]:
     """While the block runs, reap orphaned placement groups every `interval_s` seconds in a daemon thread. Yields the
     list of removed ids (filled as it goes). A failing reap is logged, never raised: the sweep must not fail because
     of its janitor.
