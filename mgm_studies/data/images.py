@@ -59,20 +59,20 @@ class ImageDataset(VectorDataset):
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         """(n, C, H, W) float32 in [-1, 1]: uniform draws with replacement."""
-        index = torch.randint(len(self), (n,), generator=generator)
-        return self.images[index]
+        return self.sample_on(n, generator, torch.device("cpu"))
 
     def sample_on(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
         """`sample` gathered on `device` from a copy of the set held there (made on first use): the indices are drawn on
-        the CPU from `generator` exactly as `sample` draws them, so the batches are the same."""
+        the CPU from `generator` whatever the device, so the batches are the same."""
         device = torch.device(device)
         if device.type == "cpu":
-            return self.sample(n, generator)
-        key = str(device)
-        if key not in self._on_device:
-            self._on_device[key] = self.images.to(device)
+            images = self.images
+        else:
+            images = self._on_device.get(str(device))
+            if images is None:
+                images = self._on_device[str(device)] = self.images.to(device)
         index = torch.randint(len(self), (n,), generator=generator)
-        return self._on_device[key][index.to(device, non_blocking=True)]
+        return images[index.to(device, non_blocking=True)]
 
     def reference(self, n: int, generator: torch.Generator) -> Tensor:
         """(min(n, N), C, H, W) float32 in [-1, 1]: distinct images, in random order."""
