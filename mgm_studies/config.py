@@ -13,13 +13,13 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from mgm_studies.configbase import ConfigError, StrictModel
+from mgm_studies.configbase import ConfigError, Seed, StrictModel, quote
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives import OBJECTIVES, ObjectiveConfig
 from mgm_studies.objectives.si import SIConfig
+from mgm_studies.yaml_input import MAX_BYTES, safe_load
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -202,7 +202,7 @@ class TrainConfig(StrictModel):
     data_on_device: bool = Field(
         True, description="in-memory image sets: keep a copy on the training device and gather batches there"
     )
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     checkpoint_interval: PositiveInt = 1000
     log_interval: PositiveInt = 10
 
@@ -246,7 +246,7 @@ class EvalConfig(StrictModel):
     kl_bins: PositiveInt | None = None
     kl_eps: float = Field(1e-6, ge=0.0)
     reference_samples: int = Field(100_000, ge=2)
-    seed: int = Field(1234, ge=0)
+    seed: Seed = 1234
 
     @field_validator("steps", "metrics")
     @classmethod
@@ -386,7 +386,7 @@ def parse_run_config(data: Any) -> RunConfig:
         for err in exc.errors():
             message = err["msg"]
             if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
-                message += f" (got {err['input']!r})"
+                message += f" (got {quote(err['input'])})"
             field = _field_path(err["loc"], data)
             if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 field += ".name"  # every union here is discriminated by `name`: point at it
@@ -396,31 +396,37 @@ def parse_run_config(data: Any) -> RunConfig:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `dotted.key=value` overrides; values are parsed as YAML scalars or lists."""
+    """Apply `dotted.key=value` overrides; values are parsed as YAML (scalars, lists or mappings), with the same
+    bounds as a config file. Every problem names `--set KEY`."""
     for override in overrides:
         key, sep, raw = override.partition("=")
-        if not sep or not key:
-            raise ConfigError.single("--set", f"expected dotted.key=value, got {override!r}")
+        if not sep or not key or any(not part.strip() for part in key.split(".")):
+            raise ConfigError.single("--set", f"expected dotted.key=value, got {quote(override)}")
         node = data
         *parents, leaf = key.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError.single(key, f"{part!r} is not a section")
+                section = ".".join(parents[: depth + 1])
+                raise ConfigError.single(f"--set {key}", f"{section!r} is a value, not a section")
             node = child
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = safe_load(raw, field=f"--set {key}", source=f"the value of --set {key}")
     return data
 
 
 def read_yaml(path: str | Path) -> Any:
-    """safe_load a YAML file; a missing or malformed file is a ConfigError."""
+    """Read a YAML file with `yaml_input.safe_load`'s bounds; a missing, unreadable, malformed or oversized file is a
+    ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError.single("", f"config file {str(path)!r} does not exist")
+        raise ConfigError.single("", f"config file {quote(str(path))} does not exist")
     try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError.single("", f"{path} is not valid YAML: {exc}") from None
+        if path.stat().st_size > MAX_BYTES:
+            raise ConfigError.single("", f"{path} is {path.stat().st_size} bytes; a config is at most {MAX_BYTES}")
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.single("", f"cannot read {path}: {exc}") from None
+    return safe_load(text, field="", source=str(path))
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

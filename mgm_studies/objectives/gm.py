@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from mgm_studies.configbase import StrictModel
+from mgm_studies.configbase import MAX_SEED, StrictModel
 from mgm_studies.interpolants import Interpolant, PathSample
 from mgm_studies.objectives.base import ModelKind, Objective, ObjectiveOutput, VelocityHeads
 from mgm_studies.objectives.gm_path import JumpBins, conditional_rate
@@ -32,7 +32,9 @@ from mgm_studies.objectives.gm_sampling import GeneratorHeads, sampling_generato
 from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
 from mgm_studies.sampling import SAMPLERS, SampleResult, VelocityFn
 
-_SEED = Field(0, ge=0, description="seeds the jump noise of sampling (with a fingerprint of the noise batch)")
+_SEED = Field(
+    0, ge=0, le=MAX_SEED, description="seeds the jump noise of sampling (with a fingerprint of the noise batch)"
+)
 # Model-output entries per sampling sub-batch (heads x entries x rows): about 256 MB in float32 (images with many bins).
 _SAMPLE_ELEMENTS = 2**26
 

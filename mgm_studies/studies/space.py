@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mgm_studies.config import parse_run_config, read_yaml
-from mgm_studies.configbase import ConfigError
+from mgm_studies.configbase import ConfigError, quote
 from mgm_studies.studies.space_checks import check_files, check_spec
 from mgm_studies.studies.space_spec import PATH_FIELDS, Axis, AxisKind, SchedulerSpec, SearchSpec, StudySpec
 
@@ -117,7 +117,7 @@ def _problem(err: dict) -> tuple[str, str]:
     if loc[cut:]:
         message = f"{'.'.join(loc[cut:])}: {message}"
     if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), dict):
-        message += f" (got {err.get('input')!r})"
+        message += f" (got {quote(err.get('input'))})"
     return ".".join(loc[:cut]), message
 
 

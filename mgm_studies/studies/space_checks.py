@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mgm_studies.config import EvalConfig, RunConfig, load_run_config, parse_run_config
-from mgm_studies.configbase import ConfigError
+from mgm_studies.configbase import ConfigError, quote
 from mgm_studies.studies.space_spec import PATH_FIELDS, Axis, StudySpec, set_dotted
 from mgm_studies.teachers import check_compatible
 
@@ -82,7 +82,7 @@ def _check_axis(spec: StudySpec, key: str, axis: Axis, teachers: dict[str, RunCo
     except ConfigError as exc:  # the key runs through a value (`train.steps.x`)
         return exc.problems[0]
     for data, (setting, value) in variants:
-        where = "".join(f" with {other}={other_value!r}" for other, other_value in setting.items())
+        where = "".join(f" with {other}={quote(other_value)}" for other, other_value in setting.items())
         try:
             config = parse_run_config(data)
             check_files(config, teachers)
@@ -91,7 +91,7 @@ def _check_axis(spec: StudySpec, key: str, axis: Axis, teachers: dict[str, RunCo
             # pydantic's message for a key its model does not have, at the key or at a section above it
             if message == "Extra inputs are not permitted" and (field == key or key.startswith(field + ".")):
                 return f"space.{key}", f"not a run-config field{where or ' of this base'}: {field!r} is not accepted"
-            return f"space.{key}", f"value {value!r}{where}: {field}: {message}"
+            return f"space.{key}", f"value {quote(value)}{where}: {field}: {message}"
         parsed = _get(config.model_dump(), key)
         if axis.kind in ("uniform", "loguniform") and isinstance(parsed, int) and not isinstance(parsed, bool):
             return f"space.{key}", f"an integer field: sample it with int: [low, high] (got {axis.kind})"
