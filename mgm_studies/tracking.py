@@ -6,7 +6,6 @@ of sampling steps, a sample plot per number of steps, the final checkpoint, and 
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import tempfile
@@ -15,12 +14,13 @@ from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
-import mlflow
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mgm_studies.config import RunConfig, flatten
 from mgm_studies.plots import evaluation_figures
+from mgm_studies.tracking_store import open_client, sqlite_path, tracking_uri
 from mgm_studies.training.reporter import Evaluation, NullReporter
 
 TAG_STATUS = "mgm.status"  # running | finished | diverged | interrupted | stopped | error
@@ -30,27 +30,28 @@ MODEL_ARTIFACT = "checkpoints/final.pt"
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
-def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI`, else a SQLite file `mlflow.db` in the working directory (absolute path)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-
-
 def client() -> MlflowClient:
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    """The store at `tracking_uri()`: checked to answer (else a ConfigError naming MLFLOW_TRACKING_URI), its schema
+    created once under a lock."""
+    return open_client(tracking_uri())
 
 
 def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
-    """Find or create the experiment; a local SQLite store keeps its artifacts in `mlartifacts/` beside it."""
+    """Find or create the experiment; a local SQLite store keeps its artifacts in `mlartifacts/` beside it.
+    Processes that create the same new experiment at once all get its id (the losers of the race read it back)."""
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     uri = mlflow_client.tracking_uri
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    path = sqlite_path(uri)
+    location = (path.parent / "mlartifacts").as_uri() if path is not None else None
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _version(package: str) -> str:

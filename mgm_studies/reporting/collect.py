@@ -9,7 +9,6 @@ flattened run config as params; `kl/nfe-K`, ... at their evaluation steps).
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from mgm_studies.configbase import ConfigError
+from mgm_studies.tracking_store import StoreUnreachable, check_reachable
 from mgm_studies.training.ray_train import DIVERGED_VALUE
 
 TAG_KIND, TAG_SWEEP, TAG_STATUS, TAG_PARAMS = "mgm.kind", "mgm.sweep", "mgm.status", "mgm.trial_params"
@@ -97,9 +97,11 @@ def _client(tracking_uri: str):
         path = tracking_uri.split(":///", 1)[1] if ":///" in tracking_uri else ""
         if path and path != ":memory:" and not Path(path).is_file():
             raise TrackingUnreachable(f"no MLflow store at {path} (tracking URI {tracking_uri})")
-    elif parsed.scheme in ("http", "https"):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    else:
+        try:
+            check_reachable(tracking_uri)
+        except StoreUnreachable as exc:
+            raise TrackingUnreachable(str(exc)) from None
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         client.search_experiments(max_results=1)
