@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from mgm_studies.builders import build_dataset, build_model
 from mgm_studies.config import RunConfig, parse_run_config
+from mgm_studies.configbase import ConfigError
 from mgm_studies.data import VectorDataset, data_shape
 from mgm_studies.objectives import Objective, build_objective
 
@@ -34,15 +36,45 @@ def save_exported(state: dict, path: Path) -> Path:
     return path
 
 
+class UnreadableCheckpoint(Exception):
+    """A file that is not an exported mgm-studies model, or one that would need pickled code to load. The message
+    says which, in a line; it never repeats torch's advice to load with `weights_only=False`."""
+
+
+def read_exported(path: Path) -> tuple[dict, RunConfig]:
+    """The exported state (tensors and plain values only: `weights_only=True`) and its validated run config."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UnreadableCheckpoint(
+            f"{path} holds pickled Python objects besides tensors and plain values; it is refused, since loading it "
+            "could run code (an mgm-studies export holds weights and a config only)"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UnreadableCheckpoint(f"{path} is not a readable torch checkpoint ({first})") from None
+    missing = [key for key in ("config", "model", "ema", "step") if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UnreadableCheckpoint(f"{path} is not an mgm-studies export: it has no {', '.join(missing)}")
+    try:
+        config = parse_run_config(json.loads(state["config"]))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise UnreadableCheckpoint(f"{path} holds a run config that does not validate: {exc}") from None
+    return state, config
+
+
 def load_exported(path: Path, *, ema: float | str | None = "config", device: str = "cpu") -> ExportedModel:
-    """Rebuild the network of an exported run. `ema`: "config" (the run's evaluated EMA), a decay, or None (raw)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    config = parse_run_config(json.loads(state["config"]))
+    """Rebuild the network of an exported run. `ema`: "config" (the run's evaluated EMA), a decay, or None (raw).
+    Raises UnreadableCheckpoint for a file that is not an export, ValueError for an EMA the run did not track."""
+    state, config = read_exported(path)
     # No teacher: sampling and evaluating a distilled model never call it.
     dataset = build_dataset(config)
     objective = build_objective(config.objective, config.interpolant.build())
     model = build_model(config.model, data_shape(dataset), objective.model_kind)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError) as exc:
+        raise UnreadableCheckpoint(f"{path}: its weights do not fit the network its config builds ({exc})") from None
     decay = config.evaluated_ema() if ema == "config" else ema
     if decay is not None:
         key = repr(float(decay))

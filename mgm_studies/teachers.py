@@ -19,7 +19,7 @@ from torch import nn
 from mgm_studies.builders import build_dataset
 from mgm_studies.config import InterpolantConfig, RunConfig, load_run_config
 from mgm_studies.configbase import ConfigError
-from mgm_studies.exported import ExportedModel, load_exported
+from mgm_studies.exported import ExportedModel, UnreadableCheckpoint, load_exported
 from mgm_studies.objectives.teacher_config import TeacherConfig
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def load_teacher(
         path = Path(teacher.path)
         if not path.is_file():
             raise ConfigError.single(f"{FIELD}.path", f"no checkpoint file {str(path)!r}")
-        return _frozen(_load(path, ema, device), interpolant, dim, f"path:{path}", None)
+        return _frozen(_load(path, ema, device, f"{FIELD}.path"), interpolant, dim, f"path:{path}", None)
     from mgm_studies import tracking  # here, not at the top: a path teacher needs no MLflow (e.g. on a GPU node)
 
     client = tracking.client()
@@ -138,13 +138,15 @@ def _from_run(client, run_id: str, ema, interpolant: InterpolantConfig, dim: int
         raise ConfigError.single(field, f"teacher run {run_id} has not finished (status {run.info.status})")
     with tempfile.TemporaryDirectory() as tmp:
         path = tracking.download(client, run_id, tracking.MODEL_ARTIFACT, Path(tmp))
-        exported = _load(path, ema, device)
+        exported = _load(path, ema, device, field)
     return _frozen(exported, interpolant, dim, f"run:{run_id}", run_id)
 
 
-def _load(path: Path, ema, device: str) -> ExportedModel:
+def _load(path: Path, ema, device: str, field: str) -> ExportedModel:
     try:
         return load_exported(path, ema=ema, device=device)
+    except UnreadableCheckpoint as exc:  # not an export, or a pickle that would run code: never loaded
+        raise ConfigError.single(field, str(exc)) from None
     except ValueError as exc:  # an EMA decay the teacher did not track
         raise ConfigError.single(f"{FIELD}.ema", str(exc)) from None
 
