@@ -1,4 +1,6 @@
-"""An offline feature extractor for FID on small images (1 or 3 channels, 8x8 to 32x32), and its torch-fidelity hook.
+"""An offline feature extractor for FID on small images (1 or 3 channels, 8x8 to 32x32), its torch-fidelity hook, and
+the one place FID's extractors are built (`feature_extractor`), with the weights gate in front of torch-fidelity's
+Inception.
 
 Inception-v3 needs downloaded weights and sees 8x8 digits upsampled to 299x299; a compact classifier trained on the
 project's own labelled images needs no network and gives features that separate the classes. Its numbers are
@@ -6,12 +8,20 @@ comparable only between runs that use the same weights file, which is why `weigh
 and provenance tag.
 
 Pixels map to [-1, 1] as x = v / 127.5 - 1 for uint8 v, the convention of `mgm_studies.data.images`.
+
+Weights and pickles. torch-fidelity 0.4 reads Inception weights with `torch.load(..., weights_only=False)`, which runs
+any code a crafted file carries. `plain_state_dict` first loads the file with `weights_only=True` (tensors and plain
+containers only; anything else is refused with a ConfigError on `eval.fid.weights`), and torch-fidelity is then
+handed an in-memory copy of that state dict re-saved by us, never the file. The offline extractor's files are read
+with `weights_only=True` (`load_extractor`) and need no gate.
 """
 
 from __future__ import annotations
 
 import hashlib
-from functools import cache
+import io
+import re
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mgm_studies.configbase import ConfigError
+
+INCEPTION_NAME = "inception-v3-compat"
+INCEPTION_DEFAULT_WEIGHTS = "weights-inception-2015-12-05-6726825d"  # torch-fidelity's download; the hash is its name
+WEIGHTS_FIELD = "eval.fid.weights"
 OFFLINE_EXTRACTOR_NAME = "mgm-offline"  # the name registered with torch-fidelity
 FEATURE_LAYER = "feat"  # (N, feature_dim) penultimate activations: FID, KID, precision/recall
 LOGITS_LAYER = "logits"  # (N, num_classes) classification head: a classifier-based metric such as ISC
@@ -229,3 +244,72 @@ def register_offline_extractor() -> str:
     elif not getattr(existing, "is_mgm_offline", False):
         raise RuntimeError(f"torch-fidelity extractor {OFFLINE_EXTRACTOR_NAME!r} is already taken by {existing!r}")
     return OFFLINE_EXTRACTOR_NAME
+
+
+def inception_weights_file(weights_path: str | None) -> Path:
+    """The Inception weights file: `weights_path`, else torch-fidelity's `<hub dir>/checkpoints/<default>.pth`
+    ($TORCH_HOME/hub), downloaded there first when absent, as torch-fidelity itself would."""
+    if weights_path is not None:
+        return Path(weights_path)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / f"{INCEPTION_DEFAULT_WEIGHTS}.pth"
+    if not path.is_file():
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # to a temporary file, then moved into place
+            torch.hub.download_url_to_file(URL_INCEPTION_V3, str(path), progress=False)
+        except OSError as error:  # URLError is an OSError
+            raise ConfigError.single(
+                WEIGHTS_FIELD,
+                f"no Inception weights at {path} and downloading them failed ({error}): copy the file "
+                "there or give its path",
+            ) from None
+    return path
+
+
+def plain_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The weights gate: `torch.load(path, map_location="cpu", weights_only=True)`, which refuses pickled objects
+    other than tensors and plain containers without running them, and a check that the result is {name: Tensor}.
+    Raises ConfigError on `eval.fid.weights` naming the file otherwise."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # whatever the reason, the file is not usable weights
+        # torch's own message suggests loading the file unsafely; quote only what it found.
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed|\.? Please|\n|$)", str(error))
+        reason = found.group(1).strip() if found else type(error).__name__
+        raise ConfigError.single(WEIGHTS_FIELD, f"{path} is not a plain tensor state dict ({reason})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ConfigError.single(WEIGHTS_FIELD, f"{path} is not a plain tensor state dict (it holds {type(state)})")
+    return state
+
+
+def feature_extractor(name: str, weights_path: str | None, layer: str, device: str) -> nn.Module:
+    """torch-fidelity's extractor `name` ("mgm-offline" or "inception-v3-compat") giving feature `layer`, in eval mode
+    on `device` ("cpu" or "cuda": torch-fidelity's current CUDA device). Built, and its weights gated, once per
+    (weights file, modification time, size, layer, device) in this process."""
+    if name == OFFLINE_EXTRACTOR_NAME:
+        if weights_path is None:
+            raise ValueError(f"{name} needs a weights file (from save_extractor)")
+        register_offline_extractor()
+        path = Path(weights_path)
+    else:
+        path = inception_weights_file(weights_path)
+    stat = path.stat()
+    cuda_index = torch.cuda.current_device() if device == "cuda" else None
+    return _built_extractor(name, str(path.resolve()), stat.st_mtime_ns, stat.st_size, layer, device, cuda_index)
+
+
+@lru_cache(maxsize=2)
+def _built_extractor(
+    name: str, path: str, mtime_ns: int, size: int, layer: str, device: str, cuda_index: int | None
+) -> nn.Module:
+    from torch_fidelity.utils import create_feature_extractor
+
+    weights: str | io.BytesIO = path  # the offline extractor reads its file with weights_only=True
+    if name != OFFLINE_EXTRACTOR_NAME:  # torch-fidelity's torch.load(weights_only=False) sees only our own bytes
+        weights = io.BytesIO()
+        torch.save(plain_state_dict(path), weights)
+        weights.seek(0)
+    return create_feature_extractor(
+        name, [layer], cuda=device == "cuda", feature_extractor_weights_path=weights, verbose=False
+    )

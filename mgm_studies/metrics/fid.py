@@ -1,24 +1,33 @@
 """FID (and KID, precision/recall) of generated images through torch-fidelity, with cached reference statistics.
 
-One pinned implementation: every number comes from `torch_fidelity.calculate_metrics` (style guide: "two FID
-pipelines that disagree"); this module picks the extractor, the reference's cache entry and the kwargs, and
-`provenance` gives the tags to log with each value.
+One pinned implementation: every number comes from torch-fidelity's own functions (style guide: "two FID pipelines
+that disagree"): its feature extraction (`get_featuresdict_from_dataset`), `fid_features_to_statistics`,
+`fid_statistics_to_metric`, `kid_features_to_metric` and `prc_features_to_metric`, the steps its
+`calculate_metrics` takes, so the values equal `calculate_metrics(..., cache=False)` on the same inputs. This module
+picks the extractor, keeps the reference's cache entry, and `provenance` gives the tags to log with each value.
 
-Reference cache. torch-fidelity caches an input that has a cache name: its FID statistics {"mu": (D,), "sigma":
-(D, D)} as `<cache_dir>/<name>-<extractor>-stat-fid-<layer>.pt`, and, when KID or precision/recall need them, its
-features as `<name>-<extractor>-features-<layer>.pt` (written atomically). The reference gets the name
+Reference cache, without pickles. torch-fidelity's own cache (`cache=True`) writes and reads `.pt` pickles with
+`torch.load(weights_only=False)`, so it is not used. This module caches the reference's FID statistics as
+`<cache_dir>/<name>-<extractor>-stat-fid-<layer>.npz` {"mu": (D,), "sigma": (D, D)} and its features as
+`<name>-<extractor>-features-<layer>.npz` {"features": (M, D)} (KID and precision/recall need them), written
+atomically (temporary file, then `os.replace`) and read with `numpy.load(allow_pickle=False)`; an unreadable or
+inconsistent entry is recomputed, and `.pt` files of the old format are never read. The name is
 `reference_cache_key(...)`, a hash of the reference id and shape, the extractor, its weights hash and the feature
-layer, so that new weights or another reference never reuse stale statistics. On a hit for FID alone torch-fidelity
-does not read the reference at all: the id, not the tensor, names the reference set, so give each distinct set (or
-subset, or seed) its own id. The generated samples never get a cache name.
+layer, so that new weights or another reference never reuse stale statistics. On a hit for FID alone the reference
+is not read at all: the id, not the tensor, names the reference set, so give each distinct set (or subset, or seed)
+its own id. The generated samples are never cached.
 
-Extractors (`ExtractorSpec.name`):
+Extractors (`ExtractorSpec.name`), built by `metrics.extractor.feature_extractor` once per weights file version:
 - "mgm-offline": `metrics.extractor`'s small classifier; `weights_path` (required) is a file from `save_extractor`
-  trained on images of the same (C, H, W).
+  trained on images of the same (C, H, W), read with `weights_only=True`.
 - "inception-v3-compat": torch-fidelity's TF-ported Inception-v3, pool3 (2048 features). With `weights_path=None`
-  torch-fidelity loads `weights-inception-2015-12-05-6726825d.pth` from `$TORCH_HOME/hub/checkpoints/`, downloading
-  it if absent (copy the file there on offline machines); or give the path of a local copy. 1-channel images are
-  repeated to 3 channels for it.
+  the file is torch-fidelity's `weights-inception-2015-12-05-6726825d.pth` in `$TORCH_HOME/hub/checkpoints/`,
+  downloaded if absent (copy it there on offline machines); or give the path of a local copy. The file must load with
+  `torch.load(weights_only=True)` (a plain tensor state dict), else a ConfigError on `eval.fid.weights`; torch-fidelity
+  is handed only our re-saved copy of it. 1-channel images are repeated to 3 channels for it.
+
+Trust. The cache folder still decides which statistics a run is scored against, and the sweep `--storage` folder
+holds Ray Tune's `tuner.pkl`, which `sweep --resume` unpickles: neither may be a folder that others can write.
 """
 
 from __future__ import annotations
@@ -26,26 +35,30 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import re
+import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import model_validator
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from mgm_studies.configbase import StrictModel
 from mgm_studies.metrics.extractor import (
     FEATURE_LAYER,
+    INCEPTION_DEFAULT_WEIGHTS,
+    INCEPTION_NAME,
     OFFLINE_EXTRACTOR_NAME,
-    register_offline_extractor,
+    feature_extractor,
     weights_hash,
 )
 
-INCEPTION_NAME = "inception-v3-compat"
-INCEPTION_DEFAULT_WEIGHTS = "weights-inception-2015-12-05-6726825d"  # torch-fidelity's download; the hash is its name
 RNG_SEED = 2020  # torch-fidelity's seed for KID subsets; fixed so KID is reproducible
 KID_SUBSET_SIZE = 1000  # torch-fidelity's default, lowered to min(N, M) for smaller sets
 _FEATURE_LAYERS = {OFFLINE_EXTRACTOR_NAME: FEATURE_LAYER, INCEPTION_NAME: "2048"}
@@ -120,6 +133,34 @@ def _check_images(name: str, images: Tensor) -> None:
         )
 
 
+def _read_npz(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache entry if it reads without pickle and each has its expected (shape, dtype), else None (a
+    miss: the entry is recomputed and replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in expected}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if any((arrays[name].shape, arrays[name].dtype) != want for name, want in expected.items()):
+        return None
+    return arrays
+
+
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write an .npz atomically: readers see the old entry or the whole new one, never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
 def fid_metrics(
     samples: Tensor,
     reference: Tensor,
@@ -132,14 +173,14 @@ def fid_metrics(
     device: str = "cpu",
     batch_size: int = 256,
 ) -> dict[str, float]:
-    """FID of `samples` against `reference` (and KID, precision/recall), via torch_fidelity.calculate_metrics.
+    """FID of `samples` against `reference` (and KID, precision/recall), with torch-fidelity's functions.
 
     Args:
         samples: (N, C, H, W) uint8 generated images, C in (1, 3), any device (moved to the CPU for loading).
         reference: (M, C', H', W') uint8 real images with (C', H', W') = (C, H, W); only read on a cache miss.
         reference_id: names the reference set in the statistics cache (see the module docstring).
         extractor: which feature extractor and weights.
-        cache_dir: where the reference statistics and features are cached.
+        cache_dir: where the reference statistics and features are cached (.npz).
         kid: add "kid" and "kid_std" (polynomial-kernel MMD^2, 100 subsets of min(1000, N, M) images, seed 2020;
             below 1000 images every subset is the whole set, so "kid_std" is about 0).
         prc: add "precision" and "recall" (k = 3 nearest neighbours, Kynkäänniemi et al. 2019).
@@ -153,44 +194,58 @@ def fid_metrics(
         raise ValueError(f"samples {tuple(samples.shape)} and reference {tuple(reference.shape)} differ in (C, H, W)")
     if device not in ("cpu", "cuda"):
         raise ValueError(f'device must be "cpu" or "cuda", got {device!r}')
-    import torch_fidelity  # imports torchvision: only when FID is computed
+    # torch_fidelity imports torchvision: only when FID is computed
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 
-    cache_name = reference_cache_key(reference_id, extractor, reference.shape)
-    samples, reference = samples.detach().cpu(), reference.detach().cpu()
-    if extractor.name == OFFLINE_EXTRACTOR_NAME:
-        register_offline_extractor()
-    elif samples.shape[1] == 1:  # Inception reads RGB
-        samples, reference = samples.expand(-1, 3, -1, -1), reference.expand(-1, 3, -1, -1)
     layer = extractor.feature_layer
-    raw = torch_fidelity.calculate_metrics(
-        input1=_Images(samples),
-        input2=_Images(reference),
-        input2_cache_name=cache_name,
-        cache_root=str(cache_dir),
-        cache=True,
-        feature_extractor=extractor.name,
-        feature_extractor_weights_path=extractor.weights_path,
-        feature_layer_fid=layer,
-        feature_layer_kid=layer,
-        feature_layer_prc=layer,
-        fid=True,
-        kid=kid,
-        prc=prc,
-        kid_subset_size=min(KID_SUBSET_SIZE, len(samples), len(reference)),
-        cuda=device == "cuda",  # torch-fidelity defaults to True
-        batch_size=batch_size,
-        rng_seed=RNG_SEED,
-        save_cpu_ram=True,  # no DataLoader worker processes for in-memory tensors; blockwise precision/recall
-        verbose=False,
-    )
-    out = {"fid": float(raw[torch_fidelity.KEY_METRIC_FID])}
+    net = feature_extractor(extractor.name, extractor.weights_path, layer, device)
+    stem = Path(cache_dir) / f"{reference_cache_key(reference_id, extractor, reference.shape)}-{extractor.name}"
+    stats_path, features_path = Path(f"{stem}-stat-fid-{layer}.npz"), Path(f"{stem}-features-{layer}.npz")
+    rgb = extractor.name == INCEPTION_NAME
+    sample_features = _features(samples, net, layer, rgb, device, batch_size)
+    sample_stats = fid_features_to_statistics(sample_features)
+    mu, sigma = sample_stats["mu"], sample_stats["sigma"]
+    reference_stats = _read_npz(stats_path, {"mu": (mu.shape, mu.dtype), "sigma": (sigma.shape, sigma.dtype)})
+    reference_features = None
+    if reference_stats is None or kid or prc:
+        shape = (len(reference), sample_features.shape[1])
+        cached = _read_npz(features_path, {"features": (shape, sample_features.numpy().dtype)})
+        if cached is not None:
+            reference_features = torch.from_numpy(cached["features"])
+        else:
+            reference_features = _features(reference, net, layer, rgb, device, batch_size)
+            _write_npz(features_path, features=reference_features.numpy())
+    if reference_stats is None:
+        reference_stats = fid_features_to_statistics(reference_features)
+        _write_npz(stats_path, **reference_stats)
+    out = {"fid": float(fid_statistics_to_metric(sample_stats, reference_stats, False)[KEY_METRIC_FID])}
+    # samples are input1 and the reference input2, as calculate_metrics(input1=samples, input2=reference) has them
     if kid:
-        out["kid"] = float(raw[torch_fidelity.KEY_METRIC_KID_MEAN])
-        out["kid_std"] = float(raw[torch_fidelity.KEY_METRIC_KID_STD])
+        from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+        size = min(KID_SUBSET_SIZE, len(samples), len(reference))
+        raw = kid_features_to_metric(
+            sample_features, reference_features, kid_subset_size=size, rng_seed=RNG_SEED, verbose=False
+        )
+        out["kid"], out["kid_std"] = float(raw[KEY_METRIC_KID_MEAN]), float(raw[KEY_METRIC_KID_STD])
     if prc:
-        out["precision"] = float(raw[torch_fidelity.KEY_METRIC_PRECISION])
-        out["recall"] = float(raw[torch_fidelity.KEY_METRIC_RECALL])
+        from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
+        raw = prc_features_to_metric(sample_features, reference_features, save_cpu_ram=True, verbose=False)
+        out["precision"], out["recall"] = float(raw[KEY_METRIC_PRECISION]), float(raw[KEY_METRIC_RECALL])
     return out
+
+
+def _features(images: Tensor, net: nn.Module, layer: str, rgb: bool, device: str, batch_size: int) -> Tensor:
+    """(N, D) float features of uint8 images through torch-fidelity's own loop (its batching and device moves);
+    `rgb`: repeat 1-channel images to 3 channels (Inception reads RGB)."""
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
+    images = images.detach().cpu()
+    if rgb and images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    # save_cpu_ram: no DataLoader worker processes for in-memory tensors
+    return get_featuresdict_from_dataset(_Images(images), net, batch_size, device == "cuda", True, False)[layer]
 
 
 def provenance(extractor: ExtractorSpec, reference_id: str, num_reference: int, num_samples: int) -> dict[str, str]:

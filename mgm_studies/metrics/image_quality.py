@@ -5,8 +5,11 @@
   labelled images (seed 0) and cached under the cache folder by the dataset's identity: every run on the same data
   then scores with the same extractor, and its weights hash is in the provenance.
 - The reference set is a fixed subset of the data (`eval.fid.reference_size` images drawn with seed 0; all by
-  default); torch-fidelity caches its statistics once per (reference, extractor) in the cache folder.
-- Cache folder: `eval.fid.cache_dir`, else `$MGM_STUDIES_CACHE`, else `~/.cache/mgm-studies`.
+  default); its statistics (and features, for KID) are cached once per (reference, extractor) in the cache folder as
+  `.npz` files read without pickle (`metrics/fid.py`).
+- Cache folder: `eval.fid.cache_dir`, else `$MGM_STUDIES_CACHE`, else `~/.cache/mgm-studies`. Offline extractor
+  weights under it are read with `torch.load(weights_only=True)`. Keep it a folder only you can write: it decides
+  which reference statistics and extractor a run is scored with.
 """
 
 from __future__ import annotations

@@ -1,29 +1,37 @@
 """FID through torch-fidelity with the offline extractor, on sklearn digits (1x8x8, uint8 = value * 16 clipped):
-agreement with torch-fidelity's own calculate_metrics, real vs noise, the reference statistics cache, cache keys,
-KID and precision/recall. One extractor is trained per module (a few seconds on 2 CPU cores)."""
+agreement with torch-fidelity's own calculate_metrics, real vs noise, the pickle-free reference statistics cache,
+cache keys, KID and precision/recall, and the weights gate in front of torch-fidelity's Inception (no real Inception
+weights: a hostile file, and a randomly initialised one). One extractor is trained per module (a few seconds on 2 CPU
+cores)."""
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mgm_studies.configbase import ConfigError
 from mgm_studies.metrics.extractor import (
     FEATURE_LAYER,
+    INCEPTION_DEFAULT_WEIGHTS,
     LOGITS_LAYER,
     OFFLINE_EXTRACTOR_NAME,
     from_uint8,
     load_extractor,
     offline_extractor_class,
+    plain_state_dict,
     register_offline_extractor,
     save_extractor,
     train_extractor,
@@ -207,8 +215,12 @@ def test_reference_statistics_are_computed_once_then_read_from_the_cache(
     first = fid_metrics(samples, reference, **kwargs)["fid"]
     assert sum(images_seen) == len(samples) + len(reference)
     key = reference_cache_key("digits-b", spec, reference.shape)
-    cached = [f"{key}-mgm-offline-{kind}-feat.pt" for kind in ("features", "stat-fid")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == cached  # features too: KID and PRC reuse them
+    cached = [f"{key}-mgm-offline-{kind}-feat.npz" for kind in ("features", "stat-fid")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == cached  # features too: KID and PRC reuse them; no .pt
+    with np.load(tmp_path / cached[0], allow_pickle=False) as entry:
+        assert entry["features"].shape == (len(reference), 64) and entry["features"].dtype == np.float32
+    with np.load(tmp_path / cached[1], allow_pickle=False) as entry:
+        assert entry["mu"].shape == (64,) and entry["sigma"].shape == (64, 64)
 
     images_seen.clear()
     second = fid_metrics(samples, reference, **kwargs)["fid"]
@@ -235,7 +247,7 @@ def test_cache_key_follows_reference_id_shape_extractor_and_weights(
     fid_metrics(samples, reference, reference_id="digits-b", extractor=spec, cache_dir=cache_dir)
     fid_metrics(samples, reference, reference_id="digits-b", extractor=other_weights, cache_dir=cache_dir)
     fid_metrics(samples, reference, reference_id="digits-a", extractor=spec, cache_dir=cache_dir)
-    assert len(list(cache_dir.glob("*-stat-fid-feat.pt"))) == 3
+    assert len(list(cache_dir.glob("*-stat-fid-feat.npz"))) == 3 and not list(cache_dir.glob("*.pt"))
 
 
 def test_kid_and_precision_recall_when_asked(
@@ -253,6 +265,140 @@ def test_kid_and_precision_recall_when_asked(
     assert set(fid_metrics(samples, reference, reference_id="digits-b300", extractor=spec, cache_dir=tmp_path)) == {
         "fid"
     }
+
+
+def test_fid_and_kid_equal_calculate_metrics_on_a_miss_and_on_a_hit(
+    trained: tuple[dict, Path, float], halves: tuple[Tensor, Tensor, Tensor], spec: ExtractorSpec, tmp_path: Path
+) -> None:
+    import torch_fidelity
+
+    samples, reference = halves[0][:300], halves[1][:300]
+    theirs = torch_fidelity.calculate_metrics(
+        input1=Images(samples),
+        input2=Images(reference),
+        feature_extractor="mgm-offline",
+        feature_extractor_weights_path=str(trained[1]),
+        fid=True,
+        kid=True,
+        kid_subset_size=300,
+        cuda=False,
+        cache=False,
+        save_cpu_ram=True,
+        verbose=False,
+    )
+    kwargs = {"reference_id": "digits-b300", "extractor": spec, "cache_dir": tmp_path, "kid": True}
+    miss = fid_metrics(samples, reference, **kwargs)
+    hit = fid_metrics(samples, reference.flip(2), **kwargs)  # flipped: read, it would change every value
+    assert miss == hit
+    expected = {
+        "fid": theirs[torch_fidelity.KEY_METRIC_FID],
+        "kid": theirs[torch_fidelity.KEY_METRIC_KID_MEAN],
+        "kid_std": theirs[torch_fidelity.KEY_METRIC_KID_STD],
+    }
+    print(f"\nours {miss}\ntorch-fidelity {expected}")
+    for name in ("fid", "kid"):
+        assert miss[name] == pytest.approx(expected[name], rel=1e-6, abs=1e-12)
+    assert miss["kid_std"] == pytest.approx(expected["kid_std"], rel=1e-6, abs=1e-9)
+
+
+def test_old_pickle_cache_entries_are_never_loaded(
+    halves: tuple[Tensor, Tensor, Tensor], spec: ExtractorSpec, tmp_path: Path
+) -> None:
+    samples, reference, _ = halves
+    sentinel = tmp_path / "payload-ran"
+    key = reference_cache_key("digits-b", spec, reference.shape)
+    for kind in ("features", "stat-fid"):  # the names torch-fidelity's own cache gave them
+        torch.save({"mu": Payload(sentinel)}, tmp_path / f"{key}-mgm-offline-{kind}-feat.pt")
+    value = fid_metrics(samples, reference, reference_id="digits-b", extractor=spec, cache_dir=tmp_path)["fid"]
+    assert math.isfinite(value) and not sentinel.exists()
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_a_pickle_in_an_npz_cache_entry_is_not_loaded_but_recomputed(
+    halves: tuple[Tensor, Tensor, Tensor], spec: ExtractorSpec, tmp_path: Path
+) -> None:
+    samples, reference, _ = halves
+    kwargs = {"reference_id": "digits-b", "extractor": spec, "cache_dir": tmp_path}
+    first = fid_metrics(samples, reference, **kwargs)["fid"]
+    sentinel = tmp_path / "payload-ran"
+    (stats,) = tmp_path.glob("*-stat-fid-feat.npz")
+    np.savez(stats, mu=np.array([Payload(sentinel)], dtype=object), sigma=np.zeros((64, 64)))
+    assert fid_metrics(samples, reference, **kwargs)["fid"] == first and not sentinel.exists()
+    with np.load(stats, allow_pickle=False) as entry:  # replaced by a good entry
+        assert entry["mu"].dtype == np.float32
+
+
+class Payload:
+    """Unpickling it runs code: it creates `path` (a stand-in for anything a crafted weights file could do)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
+
+
+def test_hostile_inception_weights_are_refused_without_running_them(
+    halves: tuple[Tensor, Tensor, Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples, reference, _ = halves
+    sentinel = tmp_path / "payload-ran"
+    hostile = tmp_path / "inception.pth"
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "x": Payload(sentinel)}, hostile)
+    pickle.loads(pickle.dumps(Payload(tmp_path / "probe")))  # the payload does run when unpickled
+    assert (tmp_path / "probe").exists()
+    kwargs = {"reference_id": "digits-b", "cache_dir": tmp_path / "cache"}
+    extractor = ExtractorSpec(name="inception-v3-compat", weights_path=str(hostile))
+    with pytest.raises(ConfigError) as refused:
+        fid_metrics(samples[:4], reference[:4], extractor=extractor, **kwargs)
+    message = str(refused.value)
+    print(f"\n{message}")
+    assert refused.value.problems[0][0] == "eval.fid.weights" and str(hostile) in message
+    assert "not a plain tensor state dict" in message and "weights_only=False" not in message
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__  # torch's advice is not chained
+    # The default file torch-fidelity would read from $TORCH_HOME/hub/checkpoints/ is gated too.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    default = tmp_path / "torch-home" / "hub" / "checkpoints" / f"{INCEPTION_DEFAULT_WEIGHTS}.pth"
+    default.parent.mkdir(parents=True)
+    default.write_bytes(hostile.read_bytes())
+    with pytest.raises(ConfigError, match=r"eval\.fid\.weights: .*not a plain tensor state dict"):
+        fid_metrics(samples[:4], reference[:4], extractor=ExtractorSpec(name="inception-v3-compat"), **kwargs)
+    assert not sentinel.exists()
+    with pytest.raises(ConfigError, match="not a plain tensor state dict"):  # a pickle that is not a state dict
+        torch.save([torch.zeros(2)], hostile)
+        plain_state_dict(hostile)
+
+
+def test_plain_inception_weights_are_gated_once_and_torch_fidelity_never_unpickles_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch_fidelity import feature_extractor_inceptionv3 as inception
+
+    with monkeypatch.context() as patch:  # randomly initialised weights, without a download
+        patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: None)
+        patch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        random = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    weights = tmp_path / "random-inception.pth"
+    torch.save(random, weights)
+    del random
+    loads: list[tuple[type, object]] = []
+    load = torch.load
+
+    def recording_load(f, *args, **kwargs):
+        loads.append((type(f), kwargs.get("weights_only")))
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    images = noise_like(torch.zeros(8, 3, 8, 8, dtype=torch.uint8), seed=4)
+    kwargs = {
+        "reference_id": "noise",
+        "extractor": ExtractorSpec(name="inception-v3-compat", weights_path=str(weights)),
+        "cache_dir": tmp_path / "cache",
+    }
+    first = fid_metrics(images[:4], images[4:], **kwargs)["fid"]
+    assert loads == [(type(weights), True), (io.BytesIO, False)]  # the gate, then torch-fidelity on our own bytes
+    assert fid_metrics(images[:4], images[4:], **kwargs)["fid"] == first and math.isfinite(first)
+    assert len(loads) == 2  # the second evaluation neither gates nor builds again
 
 
 def test_bad_inputs_are_rejected(halves: tuple[Tensor, Tensor, Tensor], spec: ExtractorSpec, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mgm_studies.config import parse_run_config
@@ -41,6 +42,13 @@ def test_training_lowers_the_8_step_fid_and_the_value_carries_its_provenance(tmp
     assert after.tags == before.tags and after.tags["fid.extractor"] == "mgm-offline"
     assert after.tags["fid.num_reference"] == "1797" and after.tags["fid.num_samples"] == "600"
     assert after.tags["fid.extractor_weights"] and weights.stat().st_size > 0
+    # The reference statistics and features are cached without pickles: .npz only, read with allow_pickle=False.
+    features, stats = sorted((tmp_path / "cache").glob("*.npz"))  # one reference, one extractor
+    assert features.name.endswith("-mgm-offline-features-feat.npz") and stats.name.endswith("-stat-fid-feat.npz")
+    assert not list((tmp_path / "cache").glob("*.pt"))
+    for entry in (tmp_path / "cache").glob("*.npz"):
+        with np.load(entry, allow_pickle=False) as arrays:
+            assert all(arrays[name].dtype.kind == "f" for name in arrays.files)
 
 
 def test_train_extractor_writes_weights_logs_them_to_mlflow_and_runs_can_use_them(mlflow_env, capsys):
