@@ -111,13 +111,17 @@ def build_run(
 ) -> tuple[VectorDataset, Interpolant, Objective | None]:
     """Everything a run needs before its network: validated early, so bad input fails before any tracking.
 
+    Sizes that cannot fit on `device` (its memory, see `preflight.check_fits`) are refused here, naming the field,
+    before a teacher is trained or loaded.
     A distillation objective's teacher is loaded (trained first when it is named by a config with no finished run).
     With `teachers="check"` (what `validate` does) the teacher is only checked, nothing is trained, and the objective
     of a distillation run comes back as None.
     """
+    from mgm_studies.preflight import check_fits
     from mgm_studies.teachers import load_teacher  # teachers build datasets with this module
 
     dataset = build_dataset(config)
+    check_fits(config, dataset, device)
     interpolant = config.interpolant.build()
     if getattr(config.objective, "teacher", None) is None:  # pfmm needs one only with reference: teacher
         return dataset, interpolant, build_objective(config.objective, interpolant)

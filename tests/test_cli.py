@@ -189,3 +189,34 @@ def test_a_sweep_whose_trial_cannot_fit_on_this_machine_is_refused_before_anythi
     assert main(["sweep", "space.yaml"]) == 2
     assert "resources: a trial needs 64.01 CPU" in capsys.readouterr().err
     assert not (mlflow_env / "mlflow.db").exists() and not (mlflow_env / "ray_results").exists()
+
+
+def test_sample_streams_in_chunks_and_refuses_an_unwritable_out_or_an_unstorable_count(mlflow_env, capsys, monkeypatch):
+    from mgm_studies import evaluation
+    from mgm_studies.cli import main
+
+    config = small_config(
+        train={"steps": 30, "batch_size": 64, "checkpoint_interval": 30, "ema_decays": [0.9]},
+        eval={"metrics": ["kl"], "steps": [1], "num_samples": 200, "reference_samples": 2000},
+    )
+    (mlflow_env / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "run.yaml", "--quiet"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+
+    sample = ["sample", run_id, "--steps", "2", "--num-samples", "1000", "--seed", "3"]
+    assert main([*sample, "--out", "whole.parquet"]) == 0
+    monkeypatch.setattr(evaluation, "SAMPLE_CHUNK", 64)  # 1000 samples in 16 chunks, one row group each
+    assert main([*sample, "--out", "nested/chunked.parquet"]) == 0
+    chunked = pq.ParquetFile(mlflow_env / "nested" / "chunked.parquet")
+    assert chunked.metadata.num_rows == 1000 and chunked.metadata.num_row_groups == 16
+    assert chunked.read().equals(pq.read_table(mlflow_env / "whole.parquet"))  # the same seed, the same samples
+    capsys.readouterr()
+
+    (mlflow_env / "file.txt").write_text("a file, not a folder")
+    assert main([*sample, "--out", "file.txt/x.parquet"]) == 2  # refused before the model is loaded
+    assert "--out" in capsys.readouterr().err
+    assert main(["sample", run_id, "--steps", "2", "--num-samples", str(10**15), "--out", "huge.parquet"]) == 2
+    assert "--num-samples" in capsys.readouterr().err
+    assert not (mlflow_env / "huge.parquet").exists()
+    leftovers = [p.name for p in mlflow_env.rglob("*.tmp")]
+    assert leftovers == []  # the temporary file of a refused or failed sample is removed

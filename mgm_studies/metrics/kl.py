@@ -14,6 +14,8 @@ from torch import Tensor
 
 from mgm_studies.data.base import HistogramSpec, VectorDataset
 
+REFERENCE_CHUNK = 1 << 20  # reference points drawn at once: a larger reference_size is drawn and binned in parts
+
 
 def histogram_masses(samples: Tensor, spec: HistogramSpec) -> Tensor:
     """Fraction of `samples` in each cell of `spec`.
@@ -24,6 +26,16 @@ def histogram_masses(samples: Tensor, spec: HistogramSpec) -> Tensor:
     Returns:
         (bins**d + 1,) float64 on CPU, summing to 1: the cells row-major (first axis slowest), then the fraction of
         samples outside the box (non-finite samples count as outside).
+    """
+    return histogram_counts(samples, spec) / samples.shape[0]
+
+
+def histogram_counts(samples: Tensor, spec: HistogramSpec) -> Tensor:
+    """Number of `samples` in each cell of `spec`, laid out as in `histogram_masses`: counts of several batches add
+    up to the counts of their union, so a histogram can be built chunk by chunk in bounded memory.
+
+    Returns:
+        (bins**d + 1,) float64 on CPU (exact integers below 2**53), the last entry counting the samples outside.
     """
     if spec.dim not in (1, 2):
         raise ValueError(f"histogram masses are implemented for d in {{1, 2}}, got d = {spec.dim}")
@@ -42,7 +54,7 @@ def histogram_masses(samples: Tensor, spec: HistogramSpec) -> Tensor:
     flat = cell[:, 0] * spec.bins + cell[:, 1] if spec.dim == 2 else cell[:, 0]
     counts = torch.bincount(flat, minlength=spec.num_cells).to(torch.float64)
     outside = torch.tensor([n - int(inside.sum())], dtype=torch.float64)
-    return torch.cat([counts, outside]) / n
+    return torch.cat([counts, outside])
 
 
 def kl_divergence(p: Tensor, q: Tensor, eps: float = 0.0) -> float:
@@ -99,9 +111,25 @@ def histogram_kl(
     if dataset.histogram is None:
         raise ValueError(f"dataset {dataset.name!r} (dimension {dataset.dim}) declares no histogram; KL is undefined")
     spec = dataset.histogram if bins is None else dataset.histogram.with_bins(bins)
-    data_masses = dataset.bin_masses(spec)
-    if data_masses is None:
-        if generator is None:
-            generator = torch.Generator().manual_seed(0)
-        data_masses = histogram_masses(dataset.reference(reference_size, generator), spec)
-    return kl_divergence(data_masses, histogram_masses(samples, spec), eps)
+    data = data_masses(dataset, spec, reference_size=reference_size, generator=generator)
+    return kl_divergence(data, histogram_masses(samples, spec), eps)
+
+
+def data_masses(
+    dataset: VectorDataset, spec: HistogramSpec, *, reference_size: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """The data side of `histogram_kl`: the exact bin masses when the dataset knows them, else the masses of a
+    reference sample of `reference_size` points drawn with `generator` (None: seeded with 0).
+
+    A reference of up to `REFERENCE_CHUNK` points is one draw; a larger one is drawn and binned in draws of that
+    size, so memory stays bounded whatever `reference_size` is.
+    """
+    exact = dataset.bin_masses(spec)
+    if exact is not None:
+        return exact
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(spec.num_cells + 1, dtype=torch.float64)
+    for start in range(0, reference_size, REFERENCE_CHUNK):
+        counts += histogram_counts(dataset.reference(min(REFERENCE_CHUNK, reference_size - start), generator), spec)
+    return counts / reference_size
