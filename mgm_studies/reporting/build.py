@@ -2,12 +2,16 @@
 folder: `results.parquet` (one row per trial), `report.md`, `index.html` and `figures/*.png`.
 
 The folder is built in a temporary directory and moved into place only when complete: a report that fails (an
-unknown study, an unreachable store) writes nothing, and an existing report is replaced whole.
+unknown study, an unreachable store) writes nothing. Every report folder holds a marker file (`MARKER`); an existing
+folder at the target is replaced only if it holds that marker (a report written before) or is empty. Anything else (a
+user's folder or file, a symbolic link) is refused before MLflow is read, unless `force`; a link is then replaced
+itself, never followed, and the working and home folders are never replaced.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -18,6 +22,7 @@ import pandas as pd
 from mgm_studies.reporting import figures as F
 from mgm_studies.reporting import tables as T
 from mgm_studies.reporting.collect import SEED, StudyData, collect_study, nfe_ladder
+from mgm_studies.reporting.place import MARKER, check_target, marker_text, place, report_target
 from mgm_studies.reporting.render import (
     Block,
     Bullets,
@@ -276,12 +281,24 @@ def write_results(data: StudyData, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path)
 
 
-def build_report(study: str, *, out: Path, tracking_uri: str, sweep_run_id: str | None = None) -> StudyData:
-    """Write the report of `study` to `out` (replaced whole); returns what it was built from."""
-    import os
+def build_report(
+    study: str,
+    *,
+    out: Path,
+    tracking_uri: str,
+    sweep_run_id: str | None = None,
+    force: bool = False,
+    field: str = "--out",
+) -> StudyData:
+    """Write the report of `study` to the folder `out`; returns what it was built from.
 
+    An existing `out` is replaced only if it is empty or a report written here before (its `MARKER`), or with
+    `force`; otherwise a ConfigError on `field` is raised before MLflow is read, and nothing is written or removed.
+    """
     from mlflow.tracking import MlflowClient
 
+    out = report_target(out)
+    check_target(out, force, field)  # before the store is read: a refusal costs nothing and writes nothing
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     data = collect_study(study, tracking_uri=tracking_uri, sweep_run_id=sweep_run_id)
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -310,15 +327,14 @@ def build_report(study: str, *, out: Path, tracking_uri: str, sweep_run_id: str 
         title = f"Study {data.study}"
         (root / MARKDOWN).write_text(to_markdown(title, blocks))
         (root / HTML).write_text(to_html(title, blocks))
-        out = out.resolve()
+        (root / MARKER).write_text(marker_text(data.study, data.sweep_run_id))
         out.parent.mkdir(parents=True, exist_ok=True)
+        # Staged beside `out` (one file system), so that it is renamed into place whole.
         staged = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        shutil.copytree(root, staged, dirs_exist_ok=True)
-        old = out.with_name(f".{out.name}-old") if out.exists() else None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-        staged.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            shutil.copytree(root, staged, dirs_exist_ok=True)
+            place(staged, out, force, field)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
     return data

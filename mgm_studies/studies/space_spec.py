@@ -17,11 +17,13 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from mgm_studies.config import RunConfig, parse_run_config
-from mgm_studies.configbase import ConfigError, StrictModel
+from mgm_studies.configbase import ConfigError, Seed, StrictModel, quote
+from mgm_studies.names import name_problem
 
 AxisKind = Literal["choice", "grid", "uniform", "loguniform", "int"]
 Label = str | int | float | bool | None
 PositiveInt = Annotated[int, Field(ge=1)]
+MAX_SEEDS = 1000  # repeats of each configuration: a typo such as `seeds: 1e9` is refused, not expanded
 _KINDS: tuple[AxisKind, ...] = ("choice", "grid", "uniform", "loguniform", "int")
 # Fields that hold file names: relative ones are resolved against the file they were written in.
 PATH_FIELDS = ("data.path", "objective.teacher.path", "objective.teacher.config")
@@ -53,7 +55,7 @@ class Axis(StrictModel):
                 raise ValueError(f"{kind} needs at least one value")
             canonical = [json.dumps(v, sort_keys=True, default=str) for v in values]
             if len(set(canonical)) != len(canonical):
-                raise ValueError(f"{kind} values must be unique, got {values}")
+                raise ValueError(f"{kind} values must be unique, got {quote(values)}")
         elif values[0] >= values[1]:
             raise ValueError(f"{kind} needs low < high, got [{values[0]}, {values[1]}]")
         elif kind == "loguniform" and values[0] <= 0:
@@ -142,7 +144,7 @@ class SearchSpec(StrictModel):
     algorithm: Literal["optuna", "optuna-nsga2", "random", "grid"] = "optuna"
     num_samples: PositiveInt = 8
     max_concurrent: PositiveInt | None = None
-    seed: int = 0
+    seed: Seed = 0
     scheduler: SchedulerSpec = SchedulerSpec()
 
     @model_validator(mode="before")
@@ -157,15 +159,23 @@ class StudySpec(StrictModel):
     """A validated search space. `base` is a plain dict whose file paths are absolute; `space` maps dotted run-config
     keys to axes; `metric` and `mode` are lists of one length; `source` is the space file (None: built from a dict)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str  # the MLflow experiment and the report folder: checked against `names.NAME_PATTERN`
     description: str | None = None
     base: dict[str, Any]
     metric: list[str] = Field(min_length=1)
     mode: list[Literal["min", "max"]]  # one mode in the file applies to every metric (default min)
     search: SearchSpec = SearchSpec()
     space: dict[str, Axis] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Seed] = Field(default_factory=lambda: [0], max_length=MAX_SEEDS)
     source: Path | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("metric", mode="before")
     @classmethod
@@ -176,8 +186,8 @@ class StudySpec(StrictModel):
     @classmethod
     def _seed_count(cls, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
-            if value < 1:
-                raise ValueError(f"a number of seeds is >= 1, got {value}")
+            if not 1 <= value <= MAX_SEEDS:
+                raise ValueError(f"a number of seeds is in [1, {MAX_SEEDS}], got {quote(value)}")
             return list(range(value))
         return value
 
@@ -185,7 +195,7 @@ class StudySpec(StrictModel):
     @classmethod
     def _unique_seeds(cls, value: list[int]) -> list[int]:
         if not value or len(set(value)) != len(value) or min(value) < 0:
-            raise ValueError(f"seeds are a non-empty list of unique integers >= 0, got {value}")
+            raise ValueError(f"seeds are a non-empty list of unique integers >= 0, got {quote(value)}")
         return value
 
     @model_validator(mode="before")
@@ -229,7 +239,7 @@ class StudySpec(StrictModel):
         try:
             return parse_run_config(self.trial_dict(params, seed))
         except ConfigError as exc:
-            setting = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            setting = ", ".join(f"{k}={quote(v)}" for k, v in params.items())
             raise ConfigError([(field, f"{message} (with {setting})") for field, message in exc.problems]) from None
 
     def space_hash(self) -> str:

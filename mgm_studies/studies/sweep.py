@@ -31,9 +31,11 @@ from ray.tune.search import Repeater
 from mgm_studies import tracking
 from mgm_studies.config import RunConfig
 from mgm_studies.configbase import ConfigError
+from mgm_studies.names import check_name
 from mgm_studies.studies.placement import reaping_orphaned_placement_groups
 from mgm_studies.studies.space import StudySpec, load_study_spec
 from mgm_studies.studies.trial import SEED_KEY, executor_of, run_trial
+from mgm_studies.tracking_store import shown
 
 
 # ---------------------------------------------------------------------- search
@@ -193,6 +195,7 @@ class SweepOutcome:
     sweep: str
     path: str
     parent_run_id: str
+    experiment: str  # the MLflow experiment the sweep was tracked in
     statuses: dict[str, int] = field(default_factory=dict)  # mgm.status -> number of trials
     best: dict[str, tuple[str, float, dict]] = field(default_factory=dict)  # metric -> (child run id, value, params)
     interrupted: bool = False
@@ -237,7 +240,9 @@ def run_sweep(
     verbose: int = 1,
 ) -> SweepOutcome:
     """Run (or, with `resume`, continue) the sweep of `study`; returns what happened. Starts a local Ray unless one
-    is running or an address is given (`RAY_ADDRESS` too)."""
+    is running or an address is given (`RAY_ADDRESS` too). `experiment` (default: the study name) is checked first,
+    before anything starts or is written."""
+    experiment = check_name(study.name if experiment is None else experiment, "--experiment")
     import ray
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -266,7 +271,7 @@ def run_sweep(
     os.environ["MLFLOW_TRACKING_URI"] = uri  # absolute: trials run in other folders and other processes
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read by Tune in this process; loggers given below
     client = tracking.client()
-    experiment_id = tracking.experiment_id(client, experiment or study.name)  # creates the store's schema, once
+    experiment_id = tracking.experiment_id(client, experiment)  # creates the store's schema, once
     prepare_teachers(study)
     parent_run_id, _ = _parent_run(client, experiment_id, study, sweep, storage_path)
 
@@ -325,7 +330,8 @@ def run_sweep(
     finally:
         if started_ray:
             ray.shutdown()
-    return _summarise(client, study, sweep, path, parent_run_id, experiment_id, results)
+    outcome = SweepOutcome(sweep=sweep, path=path, parent_run_id=parent_run_id, experiment=experiment)
+    return _summarise(client, study, outcome, experiment_id, results)
 
 
 def axis_param(params: dict[str, str], key: str) -> str | None:
@@ -356,15 +362,15 @@ def _check_fits_locally(config: RunConfig, available: dict[str, float]) -> None:
             )
 
 
-def _summarise(client, study, sweep, path, parent_run_id, experiment_id, results) -> SweepOutcome:
+def _summarise(client, study, outcome: SweepOutcome, experiment_id, results) -> SweepOutcome:
     from mgm_studies.studies.mlflow_sweep import TAG_SWEEP
 
+    sweep, parent_run_id = outcome.sweep, outcome.parent_run_id
     children = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
         max_results=10_000,
     )
-    outcome = SweepOutcome(sweep=sweep, path=path, parent_run_id=parent_run_id)
     for run in children:
         status = run.data.tags.get(tracking.TAG_STATUS, "running")
         outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
@@ -405,11 +411,11 @@ def run_sweep_command(args) -> int:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items()))
     print(f"sweep {outcome.sweep}: {counts or 'no trials'}")
     for metric, (run_id, value, params) in outcome.best.items():
-        shown = ", ".join(f"{k}={v}" for k, v in params.items())
-        print(f"best {metric} = {value:.4g} (run {run_id}): {shown}")
+        setting = ", ".join(f"{k}={v}" for k, v in params.items())
+        print(f"best {metric} = {value:.4g} (run {run_id}): {setting}")
     uri = tracking.tracking_uri()
-    where = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
-    print(f"MLflow: {where}  (experiment {study.name!r}, parent run {outcome.parent_run_id})")
+    where = shown(uri) if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
+    print(f"MLflow: {where}  (experiment {outcome.experiment!r}, parent run {outcome.parent_run_id})")
     if outcome.interrupted:
         print(f"sweep interrupted: continue it with  mgm-studies sweep {args.space} --resume", file=sys.stderr)
         return 130

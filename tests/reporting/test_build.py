@@ -16,6 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mgm_studies.cli import main
+from mgm_studies.reporting.place import MARKER
 from mgm_studies.studies.space import parse_study_spec
 from mgm_studies.studies.sweep import run_sweep
 
@@ -182,7 +183,9 @@ def test_the_report_embeds_its_figures_and_writes_nothing_else(report):
     assert any(name.startswith("samples-") for name in names)
     for src in images:
         assert not src.startswith(("http:", "https:", "//")) and (report / src).is_file()
-    assert sorted(p.name for p in report.iterdir()) == ["figures", "index.html", "report.md", "results.parquet"]
+    assert sorted(p.name for p in report.iterdir()) == sorted(
+        [MARKER, "figures", "index.html", "report.md", "results.parquet"]
+    )
     assert sorted(p.name for p in (report / "figures").iterdir()) == sorted(names)
 
 
