@@ -10,9 +10,9 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import yaml
-
 from mgm_studies.configbase import ConfigError
+from mgm_studies.names import check_name
+from mgm_studies.yaml_input import read_config, read_yaml
 
 EPILOG = (
     "Environment: MLFLOW_TRACKING_URI (default sqlite:///$PWD/mlflow.db), "
@@ -47,24 +47,20 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 
 # ---------------------------------------------------------------------- verbs
 def cmd_validate(args: argparse.Namespace) -> int:
+    data = read_yaml(args.config)  # a malformed or hostile file is refused before torch is imported
     from mgm_studies.builders import build_run
     from mgm_studies.config import load_run_config
     from mgm_studies.studies.space import is_study_spec, load_study_spec
 
     path = Path(args.config)
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            data = None  # the run-config loader reports it
-        if isinstance(data, dict) and is_study_spec(data):
-            study = load_study_spec(path)
-            axes = ", ".join(f"{key} ({axis.kind})" for key, axis in study.space.items())
-            print(
-                f"valid search space {study.name!r}: {study.search.algorithm} over {axes}; metric "
-                f"{', '.join(study.metric)} ({', '.join(study.mode)}); seeds {study.seeds}; hash {study.space_hash()}"
-            )
-            return 0
+    if is_study_spec(data):
+        study = load_study_spec(path)
+        axes = ", ".join(f"{key} ({axis.kind})" for key, axis in study.space.items())
+        print(
+            f"valid search space {study.name!r}: {study.search.algorithm} over {axes}; metric "
+            f"{', '.join(study.metric)} ({', '.join(study.mode)}); seeds {study.seeds}; hash {study.space_hash()}"
+        )
+        return 0
     config = load_run_config(args.config)
     dataset, _, _ = build_run(config, teachers="check")
     print(
@@ -75,25 +71,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.config:  # a malformed or hostile file or --set is refused before torch is imported
+        read_config(args.config, args.set)
     from mgm_studies import tracking
     from mgm_studies.builders import build_run
     from mgm_studies.config import load_run_config, parse_run_config
     from mgm_studies.runs import train_tracked
+    from mgm_studies.tracking_store import check_reachable
 
     if args.resume:
         if args.config or args.set:
             raise ConfigError.single("--resume", "a resumed run keeps its own config: give no CONFIG and no --set")
-        client = tracking.client()
-        run = _get_run(client, args.resume)
+        client, run = _get_run(args.resume, "--resume")
         with tempfile.TemporaryDirectory() as tmp:
             text = tracking.download(client, run.info.run_id, tracking.CONFIG_ARTIFACT, Path(tmp)).read_text()
         config = parse_run_config(json.loads(text))
         run_id, checkpoint_dir = run.info.run_id, Path(run.data.tags[tracking.TAG_CHECKPOINT_DIR])
         _check_resumable(run, checkpoint_dir)
     else:
+        check_name(args.experiment, "--experiment")  # a resumed run keeps its own experiment
         if not args.config:
             raise ConfigError.single("CONFIG", "give a run config file (or --resume RUN_ID)")
         config = load_run_config(args.config, args.set)
+        check_reachable(tracking.tracking_uri())  # an unreachable store is named now, before data or a teacher
     device = _device(args.device or config.resources.device)
     # Bad data or a bad teacher fails here, before anything is written to this run (a config teacher is trained
     # here as its own run when none has finished yet).
@@ -144,21 +144,30 @@ def _check_resumable(run, checkpoint_dir: Path) -> None:
         )
 
 
-def _get_run(client, run_id: str):
+def _get_run(run_id: str, field: str = "RUN_ID"):
+    """(a client of the tracking store, the run `run_id` in it); a ConfigError on `field` when there is no such run.
+    A SQLite store that does not exist is not created to find that out."""
     from mlflow.exceptions import MlflowException
 
+    from mgm_studies import tracking
+    from mgm_studies.tracking_store import shown, sqlite_path
+
+    uri = tracking.tracking_uri()
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise ConfigError.single(field, f"no run {run_id!r}: there is no MLflow store at {path}")
+    client = tracking.client()
     try:
-        return client.get_run(run_id)
+        return client, client.get_run(run_id)
     except MlflowException:
-        raise ConfigError.single("RUN_ID", f"no run {run_id!r} in the tracking store {client.tracking_uri}") from None
+        raise ConfigError.single(field, f"no run {run_id!r} in the tracking store {shown(uri)}") from None
 
 
 def _load_run_model(args: argparse.Namespace, tmp: Path):
     from mgm_studies import tracking
-    from mgm_studies.exported import load_exported
+    from mgm_studies.exported import UnreadableCheckpoint, load_exported
 
-    client = tracking.client()
-    run = _get_run(client, args.run_id)
+    client, run = _get_run(args.run_id)
     try:
         path = tracking.download(client, run.info.run_id, tracking.MODEL_ARTIFACT, tmp)
     except Exception:
@@ -170,6 +179,8 @@ def _load_run_model(args: argparse.Namespace, tmp: Path):
     try:
         ema = "config" if args.ema is None else (None if args.ema == "raw" else float(args.ema))
         return client, load_exported(path, ema=ema, device=_device(args.device))
+    except UnreadableCheckpoint as exc:
+        raise ConfigError.single("RUN_ID", f"run {args.run_id}'s {tracking.MODEL_ARTIFACT}: {exc}") from None
     except ValueError as exc:
         raise ConfigError.single("--ema", f"expected 'raw' or a tracked EMA decay: {exc}") from None
 
@@ -206,12 +217,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import torch
 
     from mgm_studies.data import data_shape
-    from mgm_studies.evaluation import generate
+    from mgm_studies.sample_file import check_disk, claim_out, write_samples
 
     if args.num_samples < 1:
         raise ConfigError.single("--num-samples", f"must be >= 1, got {args.num_samples}")
@@ -220,39 +229,54 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".parquet":
         raise ConfigError.single("--out", f"expected a .parquet file name, got {args.out!r}")
-    with tempfile.TemporaryDirectory() as tmp:
-        _, run = _load_run_model(args, Path(tmp))
-    generator = torch.Generator().manual_seed(args.seed)
-    noise = run.objective.interpolant.noise((args.num_samples, *data_shape(run.dataset)), generator)
-    result = generate(run.objective, run.model, noise, args.steps, torch.device(_device(args.device)))
-    if result.x.dim() == 2:  # vectors: one column per dimension
-        table = pa.table({f"x{i}": result.x[:, i].numpy() for i in range(result.x.shape[1])})
-    else:  # images: one list column of the flattened pixels in [-1, 1], the shape in the schema's metadata
-        pixels = result.x.flatten(1).numpy()
-        column = pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), pixels.shape[1])
-        shape = ",".join(map(str, result.x.shape[1:]))
-        table = pa.table({"image": column}).replace_schema_metadata({"shape": shape})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp_out)
-    tmp_out.replace(out)  # never leave a half-written file under the requested name
-    print(f"wrote {args.num_samples} samples ({args.steps} steps, {result.nfe} function evaluations) to {out}")
+    partial = claim_out(out)  # --out is proved writable before the model is loaded
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _, run = _load_run_model(args, Path(tmp))
+        shape = data_shape(run.dataset)
+        check_disk(partial.parent, args.num_samples, shape)
+        nfe = write_samples(
+            run.objective,
+            run.model,
+            shape,
+            partial,
+            num_samples=args.num_samples,
+            num_steps=args.steps,
+            seed=args.seed,
+            device=torch.device(_device(args.device)),
+        )
+        partial.replace(out)  # never a half-written file under the requested name
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    print(f"wrote {args.num_samples} samples ({args.steps} steps, {nfe} function evaluations) to {out}")
     return 0
 
 
 # ---------------------------------------------------------------------- parser
 def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.experiment is not None:  # refused before Ray is even imported
+        check_name(args.experiment, "--experiment")
     from mgm_studies.studies.sweep import run_sweep_command
 
     return run_sweep_command(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    study = check_name(args.study, "STUDY")  # before the report stack (pandas, MLflow) is imported
     from mgm_studies import tracking
     from mgm_studies.reporting.build import HTML, build_report
 
-    out = Path(args.out) if args.out else Path("reports") / args.study
-    data = build_report(args.study, out=out, tracking_uri=tracking.tracking_uri(), sweep_run_id=args.sweep)
+    if args.out:
+        out, field = Path(args.out), "--out"
+    else:
+        reports = Path("reports").resolve()
+        out, field = Path(os.path.normpath(reports / study)), "STUDY"
+        if out.parent != reports:  # belt and braces: a checked name is one plain path component
+            raise ConfigError.single("STUDY", f"reports/{study} is not a folder directly inside {reports}")
+    data = build_report(
+        study, out=out, tracking_uri=tracking.tracking_uri(), sweep_run_id=args.sweep, force=args.force, field=field
+    )
     print(f"report of study {data.study!r} (sweep {data.sweep_name}, {len(data.trials)} trials): {out / HTML}")
     return 0
 
@@ -265,6 +289,7 @@ def cmd_train_extractor(args: argparse.Namespace) -> int:
     from mgm_studies.data import data_shape
     from mgm_studies.metrics.extractor import save_extractor, train_extractor, weights_hash
 
+    check_name(args.experiment, "--experiment")  # before the extractor trains
     for name, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value < 1:
             raise ConfigError.single(name, f"must be >= 1, got {value}")
@@ -380,12 +405,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the ablation report of a study from MLflow",
         description=(
             "Read a study's newest sweep (or --sweep RUN_ID) from MLflow ($MLFLOW_TRACKING_URI) and write "
-            "reports/STUDY/ (or --out DIR): results.parquet (one row per trial), report.md, index.html, figures/."
+            "reports/STUDY/ (or --out DIR): results.parquet (one row per trial), report.md, index.html, figures/, "
+            "and the marker file .mgm-studies-report. An existing folder there is replaced only if it is empty or "
+            "holds that marker (a report written before); anything else is refused (exit 2) unless --force."
         ),
         epilog=EPILOG,
     )
-    p.add_argument("study", metavar="STUDY", help="study name (the search space's `name`: its MLflow experiment)")
-    p.add_argument("--out", help="report folder (default reports/STUDY); replaced whole")
+    p.add_argument(
+        "study",
+        metavar="STUDY",
+        help="study name (the search space's `name`: its MLflow experiment): 1 to 128 letters, digits, '_', '.', '-', "
+        "the first a letter or digit",
+    )
+    p.add_argument(
+        "--out",
+        help="report folder (default reports/STUDY); an existing one is replaced only if empty or a report written "
+        "before (its .mgm-studies-report marker), else refused unless --force",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out (or reports/STUDY) even if it is not a report written here; a symbolic link there is "
+        "replaced itself, never followed",
+    )
     p.add_argument("--sweep", metavar="RUN_ID", help="the sweep's parent run id (default: the study's newest sweep)")
     p.set_defaults(handler=cmd_report)
 

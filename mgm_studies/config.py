@@ -19,7 +19,7 @@ from mgm_studies.configbase import ConfigError, Seed, StrictModel, quote
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives import OBJECTIVES, ObjectiveConfig
 from mgm_studies.objectives.si import SIConfig
-from mgm_studies.yaml_input import MAX_BYTES, safe_load
+from mgm_studies.yaml_input import read_config
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -362,10 +362,13 @@ def _field_path(loc: tuple, data: Any) -> str:
     """Dotted field path of a pydantic error location, without the union tags pydantic inserts."""
     parts: list[str] = []
     node = data
-    for item in loc:
+    for depth, item in enumerate(loc):
         if isinstance(node, dict):
             if item not in node:
-                continue  # a discriminated-union tag such as 'si' or 'file'
+                if depth < len(loc) - 1 or item == node.get("name", "mlp"):
+                    continue  # a discriminated-union tag such as 'si' or 'file' (the model's is 'mlp' by default)
+                parts.append(str(item))  # a missing field
+                break
             node = node[item]
         elif isinstance(node, list) and isinstance(item, int) and item < len(node):
             node = node[item]
@@ -395,45 +398,10 @@ def parse_run_config(data: Any) -> RunConfig:
     return check_run_config(config)
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `dotted.key=value` overrides; values are parsed as YAML (scalars, lists or mappings), with the same
-    bounds as a config file. Every problem names `--set KEY`."""
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep or not key or any(not part.strip() for part in key.split(".")):
-            raise ConfigError.single("--set", f"expected dotted.key=value, got {quote(override)}")
-        node = data
-        *parents, leaf = key.split(".")
-        for depth, part in enumerate(parents):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                section = ".".join(parents[: depth + 1])
-                raise ConfigError.single(f"--set {key}", f"{section!r} is a value, not a section")
-            node = child
-        node[leaf] = safe_load(raw, field=f"--set {key}", source=f"the value of --set {key}")
-    return data
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file with `yaml_input.safe_load`'s bounds; a missing, unreadable, malformed or oversized file is a
-    ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError.single("", f"config file {quote(str(path))} does not exist")
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ConfigError.single("", f"{path} is {path.stat().st_size} bytes; a config is at most {MAX_BYTES}")
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError.single("", f"cannot read {path}: {exc}") from None
-    return safe_load(text, field="", source=str(path))
-
-
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override, resolve relative file paths (data, teacher) against the config file's folder, validate."""
-    data = read_yaml(path)
+    data = read_config(path, overrides)
     if isinstance(data, dict):
-        data = apply_overrides(data, overrides or [])
         folder = Path(path).resolve().parent
         objective = data.get("objective")
         teacher = objective.get("teacher") if isinstance(objective, dict) else None

@@ -45,14 +45,17 @@ def read_exported(path: Path) -> tuple[dict, RunConfig]:
     """The exported state (tensors and plain values only: `weights_only=True`) and its validated run config."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # no forbidden object: the bytes are not a torch file at all
+            raise UnreadableCheckpoint(
+                f"{path} is not a readable torch checkpoint ({_unpickler_reason(exc)})"
+            ) from None
         raise UnreadableCheckpoint(
             f"{path} holds pickled Python objects besides tensors and plain values; it is refused, since loading it "
             "could run code (an mgm-studies export holds weights and a config only)"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UnreadableCheckpoint(f"{path} is not a readable torch checkpoint ({first})") from None
+        raise UnreadableCheckpoint(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
     missing = [key for key in ("config", "model", "ema", "step") if not isinstance(state, dict) or key not in state]
     if missing:
         raise UnreadableCheckpoint(f"{path} is not an mgm-studies export: it has no {', '.join(missing)}")
@@ -61,6 +64,22 @@ def read_exported(path: Path) -> tuple[dict, RunConfig]:
     except (ConfigError, TypeError, ValueError) as exc:
         raise UnreadableCheckpoint(f"{path} holds a run config that does not validate: {exc}") from None
     return state, config
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """What torch's weights-only unpickler objected to ("Unsupported operand 110"), without its advice (which
+    suggests `weights_only=False`: never repeat that)."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1].strip() or next((x for x in lines[i + 1 :] if x), "")
+            return reason[:120]
+    return "not a pickle torch can read"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def load_exported(path: Path, *, ema: float | str | None = "config", device: str = "cpu") -> ExportedModel:

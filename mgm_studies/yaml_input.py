@@ -1,4 +1,7 @@
-"""YAML from users, read with bounds: `safe_load` that refuses what it could not print or copy in reasonable time.
+"""YAML from users (config files and `--set` values), read with bounds, without importing torch or pydantic models:
+a bad file is refused in milliseconds, before the heavy imports.
+
+`safe_load` refuses what it could not print or copy in reasonable time.
 
 `yaml.safe_load` constructs no objects, but aliases let a 1 KB document stand for 10^9 nodes (a "billion laughs"):
 loading is cheap, since aliases share one Python object, but the first `repr`, `deepcopy`, `json.dumps` or pydantic
@@ -9,11 +12,12 @@ Run configs and search spaces are a few hundred nodes; the bounds leave room for
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mgm_studies.configbase import ConfigError
+from mgm_studies.configbase import ConfigError, quote
 
 MAX_BYTES = 1_000_000  # a config file or one --set value
 MAX_NODES = 100_000  # expanded scalars, sequences and mappings
@@ -30,7 +34,10 @@ def safe_load(text: str, *, field: str, source: str) -> Any:
     """
     if len(text) > MAX_BYTES:
         raise ConfigError.single(field, f"{source} is {len(text)} characters; at most {MAX_BYTES} are read")
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters already
+    except yaml.YAMLError as exc:
+        raise ConfigError.single(field, f"{source} is not valid YAML: {_short(exc)}") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -43,6 +50,46 @@ def safe_load(text: str, *, field: str, source: str) -> Any:
         raise ConfigError.single(field, f"{source} is not valid YAML: {_short(exc)}") from None
     finally:
         loader.dispose()
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `dotted.key=value` overrides; values are parsed as YAML (scalars, lists or mappings), with the same
+    bounds as a config file. Every problem names `--set KEY`."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key or any(not part.strip() for part in key.split(".")):
+            raise ConfigError.single("--set", f"expected dotted.key=value, got {quote(override)}")
+        node = data
+        *parents, leaf = key.split(".")
+        for depth, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                section = ".".join(parents[: depth + 1])
+                raise ConfigError.single(f"--set {key}", f"{section!r} is a value, not a section")
+            node = child
+        node[leaf] = safe_load(raw, field=f"--set {key}", source=f"the value of --set {key}")
+    return data
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file with `yaml_input.safe_load`'s bounds; a missing, unreadable, malformed or oversized file is a
+    ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError.single("", f"config file {quote(str(path))} does not exist")
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ConfigError.single("", f"{path} is {path.stat().st_size} bytes; a config is at most {MAX_BYTES}")
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.single("", f"cannot read {path}: {exc}") from None
+    return safe_load(text, field="", source=str(path))
+
+
+def read_config(path: str | Path, overrides: list[str] | None = None) -> Any:
+    """A config file read and its `--set` overrides applied (when it is a mapping); nothing validated yet."""
+    data = read_yaml(path)
+    return apply_overrides(data, overrides or []) if isinstance(data, dict) else data
 
 
 def _measure(root: yaml.Node) -> str | None:

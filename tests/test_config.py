@@ -15,8 +15,9 @@ import yaml
 from conftest import small_config
 
 from mgm_studies.cli import main
-from mgm_studies.config import apply_overrides, flatten, load_run_config, parse_run_config
+from mgm_studies.config import flatten, load_run_config, parse_run_config
 from mgm_studies.configbase import ConfigError
+from mgm_studies.yaml_input import apply_overrides
 
 
 def _write_data_files(root: Path) -> None:

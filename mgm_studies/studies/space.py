@@ -18,10 +18,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mgm_studies.config import parse_run_config, read_yaml
+from mgm_studies.config import parse_run_config
 from mgm_studies.configbase import ConfigError, quote
 from mgm_studies.studies.space_checks import check_files, check_spec
 from mgm_studies.studies.space_spec import PATH_FIELDS, Axis, AxisKind, SchedulerSpec, SearchSpec, StudySpec
+from mgm_studies.yaml_input import read_yaml
 
 
 def is_study_spec(data: Any) -> bool:
