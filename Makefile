@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/objective_cost.py
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/image_throughput.py
+	$(BIN)/python benchmarks/eval_memory.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check mgm_studies tests benchmarks

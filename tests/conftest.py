@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,20 @@ def small_config(**sections) -> dict:
     }
     config.update(sections)
     return config
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python -m mgm_studies ARGS` in `cwd`, as a user runs it: this environment plus `env`; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "mgm_studies", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture

@@ -13,22 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import small_config
+from conftest import run_cli, small_config
 from mlflow.tracking import MlflowClient
 
 from mgm_studies.config import parse_run_config
 from mgm_studies.training.trainer import Trainer
-
-
-def _cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mgm_studies", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-    )
 
 
 def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
@@ -52,7 +41,7 @@ def test_train_evaluate_sample_end_to_end(mlflow_env):
         eval={"metrics": ["kl", "sw2", "mmd"], "steps": [1, 8], "num_samples": 5000, "interval": 750},
     )
     (mlflow_env / "run.yaml").write_text(yaml.safe_dump(config))
-    done = _cli("train", "run.yaml", "--quiet", cwd=mlflow_env)
+    done = run_cli("train", "run.yaml", "--quiet", cwd=mlflow_env)
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.strip().splitlines()[-1]
 
@@ -73,19 +62,21 @@ def test_train_evaluate_sample_end_to_end(mlflow_env):
     trained = run.data.metrics["kl/nfe-8"]
     assert trained < 0.5 * untrained, (trained, untrained)
 
-    done = _cli("evaluate", run_id, "--steps", "2,4", "--num-samples", "3000", cwd=mlflow_env)
+    done = run_cli("evaluate", run_id, "--steps", "2,4", "--num-samples", "3000", cwd=mlflow_env)
     assert done.returncode == 0, done.stderr
     assert "kl/nfe-4" in done.stdout
     assert "kl/nfe-2" in client.get_run(run_id).data.metrics
 
-    done = _cli("sample", run_id, "--steps", "8", "--num-samples", "1000", "--out", "samples.parquet", cwd=mlflow_env)
+    done = run_cli(
+        "sample", run_id, "--steps", "8", "--num-samples", "1000", "--out", "samples.parquet", cwd=mlflow_env
+    )
     assert done.returncode == 0, done.stderr
     table = pq.read_table(mlflow_env / "samples.parquet")
     assert table.column_names == ["x0", "x1"] and table.num_rows == 1000
     samples = torch.tensor(table.to_pandas().to_numpy())
     assert samples.abs().max() < 6 and samples.std(0).min() > 1.0  # spread over the [-4, 4]^2 board
 
-    assert _cli("evaluate", "no-such-run", cwd=mlflow_env).returncode == 2
+    assert run_cli("evaluate", "no-such-run", cwd=mlflow_env).returncode == 2
     from mgm_studies.cli import main
 
     assert main(["evaluate", run_id, "--ema", "0.5"]) == 2  # not a tracked decay
@@ -128,11 +119,11 @@ def test_an_interrupted_cli_run_resumes_to_the_uninterrupted_weights(mlflow_env)
     assert main(["train", "--resume", run_id, "--quiet"]) == 2
     (mlflow_env / "moved").rename(mlflow_env / "checkpoints")
 
-    done = _cli("train", "--resume", run_id, "--quiet", cwd=mlflow_env)
+    done = run_cli("train", "--resume", run_id, "--quiet", cwd=mlflow_env)
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stderr
     assert client.get_run(run_id).info.status == "FINISHED"
-    assert _cli("train", "--resume", run_id, cwd=mlflow_env).returncode == 2  # already finished
+    assert run_cli("train", "--resume", run_id, cwd=mlflow_env).returncode == 2  # already finished
 
     final = client.download_artifacts(run_id, "checkpoints/final.pt", str(mlflow_env))
     resumed = torch.load(final, weights_only=True)["model"]

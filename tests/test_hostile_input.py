@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
 from mgm_studies.cli import main
@@ -25,17 +26,6 @@ RUN = {
     "eval": {"metrics": ["kl"], "steps": [1], "num_samples": 200, "reference_samples": 500},
     "resources": {"device": "cpu"},
 }
-
-
-def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mgm_studies", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def _bomb(levels: int) -> str:
@@ -67,11 +57,11 @@ def test_an_alias_bomb_is_refused_at_once_with_a_short_message(env, levels, caps
     if levels < 9:
         return  # the subprocesses below once for the largest bomb: the table covers the verbs in-process
     for verb in ("train", "sweep"):
-        done = _cli(verb, "bomb.yaml", cwd=env, timeout=60)
+        done = run_cli(verb, "bomb.yaml", cwd=env, timeout=60)
         assert done.returncode == 2, done.stderr
         assert "refused" in done.stderr and len(done.stderr) + len(done.stdout) < 1000
     flow = "{" + ", ".join(_bomb(levels).splitlines()[:levels]) + "}"  # the same bomb on one line
-    done = _cli("train", "run.yaml", "--set", f"train.seed={flow}", cwd=env, timeout=60)
+    done = run_cli("train", "run.yaml", "--set", f"train.seed={flow}", cwd=env, timeout=60)
     assert done.returncode == 2 and "  --set train.seed:" in done.stderr and "refused" in done.stderr, done.stderr
     assert len(done.stderr) < 1000
     _no_store(env)
@@ -82,7 +72,7 @@ def test_non_finite_and_overflowing_numbers_are_refused_before_any_run(env):
         ("train.optimizer.lr=1e999", "train.optimizer.lr"),
         ("train.seed=12345678901234567890123", "train.seed"),
     ):
-        done = _cli("train", "run.yaml", "--set", override, cwd=env)
+        done = run_cli("train", "run.yaml", "--set", override, cwd=env)
         assert done.returncode == 2, done.stderr
         assert f"  {field}:" in done.stderr
     _no_store(env)
@@ -93,7 +83,7 @@ def test_non_finite_and_overflowing_numbers_are_refused_before_any_run(env):
         "space": {"train.optimizer.lr": {"uniform": [1e-4, float("inf")]}},
     }
     (env / "space.yaml").write_text(yaml.safe_dump(space))
-    done = _cli("sweep", "space.yaml", cwd=env)
+    done = run_cli("sweep", "space.yaml", cwd=env)
     assert done.returncode == 2 and "  space.train.optimizer.lr:" in done.stderr, done.stderr
     _no_store(env)
     assert not (env / "ray_results").exists()  # refused before Ray started
@@ -101,7 +91,7 @@ def test_non_finite_and_overflowing_numbers_are_refused_before_any_run(env):
 
 def test_set_errors_name_set_and_exit_2(env):
     for override, named in (("train.steps=[", "--set train.steps"), ("train.steps.x=1", "--set train.steps.x")):
-        done = _cli("train", "run.yaml", "--set", override, cwd=env)
+        done = run_cli("train", "run.yaml", "--set", override, cwd=env)
         assert done.returncode == 2, done.stderr
         assert f"  {named}:" in done.stderr, done.stderr
     _no_store(env)
@@ -130,7 +120,7 @@ def test_a_malicious_or_broken_teacher_checkpoint_is_refused_naming_the_field(en
         config = {**RUN, "objective": {"name": "itvm", "teacher": {"path": name}}}
         (env / "student.yaml").write_text(yaml.safe_dump(config))
         for verb in ("validate", "train") if name == "evil.pt" else ("validate",):
-            done = _cli(verb, "student.yaml", cwd=env)
+            done = run_cli(verb, "student.yaml", cwd=env)
             assert done.returncode == 2, done.stderr
             assert "  objective.teacher.path:" in done.stderr and says in done.stderr, done.stderr
             assert "weights_only=False" not in done.stderr and "weights_only` set to `False" not in done.stderr
@@ -146,7 +136,7 @@ def test_an_unreachable_or_unusable_store_is_named_within_seconds(env):
         (f"sqlite:///{env / 'run.yaml' / 'mlflow.db'}", 2, "is a file, not a folder"),
     ):
         start = time.perf_counter()
-        done = _cli("train", "run.yaml", "--quiet", cwd=env, env={"MLFLOW_TRACKING_URI": uri}, timeout=120)
+        done = run_cli("train", "run.yaml", "--quiet", cwd=env, env={"MLFLOW_TRACKING_URI": uri}, timeout=120)
         took = time.perf_counter() - start
         assert done.returncode == code, done.stderr
         assert "MLFLOW_TRACKING_URI" in done.stderr and says in done.stderr, done.stderr

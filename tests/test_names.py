@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import small_config
+from conftest import run_cli, small_config
 
 from mgm_studies.cli import main
 from mgm_studies.configbase import ConfigError
@@ -145,12 +143,6 @@ def test_run_sweep_refuses_a_bad_experiment_before_ray_starts() -> None:
 def test_validate_refuses_a_space_named_out_of_its_folder(tmp_path: Path) -> None:
     space = tmp_path / "evil.yaml"
     space.write_text(yaml.safe_dump(_space("../evil")))
-    result = subprocess.run(
-        [sys.executable, "-m", "mgm_studies", "validate", str(space)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("validate", str(space), cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "  name: expected a name of" in result.stderr and "'../evil'" in result.stderr

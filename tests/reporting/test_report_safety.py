@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import small_config
+from conftest import run_cli, small_config
 from mlflow.tracking import MlflowClient
 
 from mgm_studies.cli import main
@@ -44,14 +43,11 @@ def _files(root: Path) -> dict[str, bytes | str]:
 
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
+    store = {
         "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
         "MGM_STUDIES_CHECKPOINTS": str(cwd / "checkpoints"),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "mgm_studies", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
+    return run_cli(*args, cwd=cwd, env=store, timeout=120)
 
 
 @pytest.fixture
