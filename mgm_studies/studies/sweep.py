@@ -159,8 +159,11 @@ def _parent_run(client, experiment_id: str, study: StudySpec, sweep: str, storag
     found = client.search_runs(
         [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_KIND}` = 'sweep'", max_results=1
     )
-    if found:
-        return found[0].info.run_id, False
+    if found:  # a resume: running again (an earlier attempt may have closed it as interrupted or error)
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, tracking.TAG_STATUS, "running")
+        return run_id, False
     search = study.search
     tags = {
         TAG_SWEEP: sweep,
@@ -276,15 +279,15 @@ def run_sweep(
     parent_run_id, _ = _parent_run(client, experiment_id, study, sweep, storage_path)
 
     started_ray = False
-    if not ray.is_initialized():
-        environment = ray_environment(uri)
-        os.environ.update({k: v for k, v in environment.items() if k != "MLFLOW_TRACKING_URI"})
-        # Under `ray job submit` the job's own runtime env may set the same variables (MLFLOW_TRACKING_URI):
-        # combine the two instead of failing on the overlap (the values agree: the URI is read from that env).
-        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
-        ray.init(address=address, runtime_env={"env_vars": environment}, log_to_driver=verbose > 1)
-        started_ray = True
     try:
+        if not ray.is_initialized():
+            environment = ray_environment(uri)
+            os.environ.update({k: v for k, v in environment.items() if k != "MLFLOW_TRACKING_URI"})
+            # Under `ray job submit` the job's own runtime env may set the same variables (MLFLOW_TRACKING_URI):
+            # combine the two instead of failing on the overlap (the values agree: the URI is read from that env).
+            os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
+            ray.init(address=address, runtime_env={"env_vars": environment}, log_to_driver=verbose > 1)
+            started_ray = True
         trainable = tune.with_parameters(run_trial, study=study, tracking_uri=uri)
         resources = base.resources
         if executor_of(base) == "train":  # the trial only waits on its TorchTrainer; the workers hold the resources
@@ -327,6 +330,10 @@ def run_sweep(
             )
         with reaping_orphaned_placement_groups():  # a stopped `train` trial's workers' resources (placement.py)
             results = tuner.fit()
+    except BaseException as exc:  # Ray or Tune failed, or Ctrl-C outside fit(): the parent run never stays RUNNING
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+        tracking.finish_run(client, parent_run_id, status, tags={"mgm.error": repr(exc)[:5000]})
+        raise
     finally:
         if started_ray:
             ray.shutdown()
@@ -390,8 +397,7 @@ def _summarise(client, study, outcome: SweepOutcome, experiment_id, results) -> 
     client.log_batch(parent_run_id, metrics=metrics)
     for metric, (run_id, _, _) in outcome.best.items():
         client.set_tag(parent_run_id, f"mgm.best_run.{metric}", run_id)
-    if not outcome.interrupted:
-        tracking.finish_run(client, parent_run_id, "finished")
+    tracking.finish_run(client, parent_run_id, "interrupted" if outcome.interrupted else "finished")
     return outcome
 
 
