@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -35,7 +35,11 @@ class MGMConfig(StrictModel):
     t_min: float = Field(0.05, gt=0.0, le=0.5, description="lower end of the time law, in (0, 1/2]")
     t_max: float = Field(0.5, gt=0.0, le=0.5, description="upper end of the time law, in [t_min, 1/2]")
     rho: float = Field(1.0, gt=0.0, description="time law power: t = (U (hi - lo) + lo)^rho on the 1/rho scale")
-    sigma_max: float = Field(0.0, ge=0.0, description="observation noise gamma(t)^2 = sigma_max t (1 - t)")
+    sigma_max: float = Field(
+        0.0,
+        description="removed: the observation noise is the interpolant's gamma (interpolant: {gamma: sqrt, "
+        "gamma_scale: a} gives gamma(t)^2 = a t (1 - t)); only 0 is accepted, so old configs keep validating",
+    )
     gen_grad: Literal["full", "stopped"] = "full"
     critic_steps: int = Field(1, ge=1, description="critic optimiser steps per generator step")
     warmup_steps: int = Field(0, ge=0, description="critic-only training steps before the first generator step")
@@ -43,6 +47,17 @@ class MGMConfig(StrictModel):
     adam_betas: tuple[_Beta, _Beta] | None = Field((0.0, 0.99), description="both optimisers; None: train's")
     critic_hidden: int = Field(256, ge=1)
     critic_depth: int = Field(4, ge=1)
+
+    @field_validator("sigma_max")
+    @classmethod
+    def _noise_lives_in_the_interpolant(cls, value: float) -> float:
+        if value != 0.0:
+            raise ValueError(
+                f"the observation noise is the interpolant's gamma term now (one source of truth, so that a sweep over "
+                f"interpolant.gamma reaches MGM): remove objective.sigma_max and write interpolant: {{gamma: sqrt, "
+                f"gamma_scale: {value}}} for gamma(t)^2 = {value} t (1 - t)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _ordered_times(self) -> MGMConfig:
@@ -132,11 +147,12 @@ class MidpointGenerativeModel(Objective):
         flipped = torch.rand(n, generator=generator, device=device) < self.config.flip_probability
         t_obs = torch.where(flipped, 1 - t, t)
         eps = torch.randn(x_data.shape, generator=generator, device=device)
-        # gamma(t')^2 = sigma_max t' (1 - t'): symmetric, so gamma(t') = gamma(t) and reveals nothing of B.
-        gamma = torch.sqrt(self.config.sigma_max * t_obs * (1 - t_obs))
-        shape = (-1, *[1] * (x_data.dim() - 1))
+        # The interpolant's own gamma (every kind is symmetric: gamma(t') = gamma(t), so it reveals nothing of B);
+        # `sqrt` with scale a is the reference code's gamma(t)^2 = a t (1 - t).
+        interpolant, shape = self.interpolant, (-1, *[1] * (x_data.dim() - 1))
         a, b, g = (
-            c.to(x_data.dtype).view(shape) for c in (self.interpolant.alpha(t_obs), self.interpolant.beta(t_obs), gamma)
+            c.to(x_data.dtype).view(shape)
+            for c in (interpolant.alpha(t_obs), interpolant.beta(t_obs), interpolant.gamma(t_obs))
         )
         y = a * x_gen + b * x_data + g * eps
         return MidpointDraw(t=t.to(x_data.dtype), y=y, displacement=x_data - x_gen)

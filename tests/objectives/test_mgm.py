@@ -3,11 +3,15 @@ gradients of both phases, the phase schedule, and what the config and the object
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from pydantic import ValidationError
 from torch import nn
 
+from mgm_studies.config import parse_run_config
+from mgm_studies.configbase import ConfigError
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.models import GeneratorMLP
 from mgm_studies.objectives import OBJECTIVES, build_objective
@@ -107,8 +111,9 @@ def test_closed_form_matches_a_brute_force_regression_of_d_on_the_midpoint(m1, s
 @pytest.mark.parametrize(("flip_probability", "t_seen"), [(0.0, 0.2), (1.0, 0.8)])
 def test_observation_weights_generator_at_t_prime_and_data_at_one_minus_it(flip_probability, t_seen):
     # Linear: Y = (1 - t') x_g + t' x_d (x_g at the noise end t = 0), t' = t unflipped and 1 - t flipped; the critic is
-    # given t, never t'. The noise has variance gamma(t')^2 = sigma_max t' (1 - t').
-    objective = make_objective(flip_probability=flip_probability, t_min=0.2, t_max=0.2, sigma_max=0.5)
+    # given t, never t'. The noise is the interpolant's gamma: `sqrt` with scale a has variance a t' (1 - t').
+    interpolant = Interpolant("linear", "sqrt", gamma_scale=0.5)
+    objective = make_objective(interpolant, flip_probability=flip_probability, t_min=0.2, t_max=0.2)
     generator = torch.Generator().manual_seed(0)
     x_data, x_gen = torch.full((200_000, 2), 3.0), torch.full((200_000, 2), -1.0)
     draw = objective.observe(x_data, x_gen, generator)
@@ -177,7 +182,7 @@ def _grads(module: nn.Module) -> list[torch.Tensor | None]:
 @pytest.mark.parametrize("schedule", ["linear", "trig"])
 def test_each_phase_sends_gradients_only_to_its_own_network(gen_grad, schedule):
     torch.manual_seed(0)
-    objective = make_objective(Interpolant(schedule), gen_grad=gen_grad, sigma_max=0.5)
+    objective = make_objective(Interpolant(schedule, "sqrt", gamma_scale=0.5), gen_grad=gen_grad)
     model = GeneratorMLP(2, hidden=16, depth=2)
     objective.attach(model, 2)
     critic = objective.networks()["critic"]
@@ -286,6 +291,7 @@ def test_a_non_symmetric_interpolant_is_refused(interpolant):
         {"t_min": 0.0},
         {"rho": 0.0},
         {"sigma_max": -1.0},
+        {"sigma_max": 0.5},  # the noise is the interpolant's gamma now
         {"critic_steps": 0},
         {"warmup_steps": -1},
         {"gen_grad": "half"},
@@ -301,3 +307,29 @@ def test_generator_mlp_shapes_and_sizes():
     for bad in ({"dim": 0}, {"dim": 2, "hidden": 0}, {"dim": 2, "depth": 0}, {"dim": 2, "activation": "tanh"}):
         with pytest.raises(ValueError):
             GeneratorMLP(**bad)
+
+
+@pytest.mark.parametrize(
+    ("gamma", "scale", "variance"),
+    [("sqrt", 0.3, lambda t: 0.3 * t * (1 - t)), ("sin2", 0.4, lambda t: (0.4 * math.sin(math.pi * t) ** 2) ** 2)],
+)
+@pytest.mark.parametrize("flip_probability", [0.0, 0.5, 1.0])
+def test_the_observation_noise_is_the_interpolants_gamma_whatever_the_flip(gamma, scale, variance, flip_probability):
+    # With x_d = x_g = 0, Y = gamma(t') eps; a symmetric gamma gives the same variance for t' = t and t' = 1 - t.
+    interpolant = Interpolant("linear", gamma, gamma_scale=scale)
+    objective = make_objective(interpolant, flip_probability=flip_probability, t_min=0.3, t_max=0.3)
+    zeros = torch.zeros(200_000, 1)
+    draw = objective.observe(zeros, zeros, torch.Generator().manual_seed(1))
+    assert draw.y.var().item() == pytest.approx(variance(0.3), rel=0.02)
+    none = make_objective(Interpolant("linear"), flip_probability=flip_probability, t_min=0.3, t_max=0.3)
+    assert none.observe(zeros[:10], zeros[:10], torch.Generator().manual_seed(1)).y.abs().max().item() == 0.0
+
+
+def test_a_config_with_sigma_max_says_what_to_write_instead():
+    config = {"data": {"name": "moons"}, "train": {"steps": 1}, "objective": {"name": "mgm", "sigma_max": 0.5}}
+    with pytest.raises(ConfigError) as caught:
+        parse_run_config(config)
+    field, message = caught.value.problems[0]
+    assert field == "objective.sigma_max" and "interpolant: {gamma: sqrt, gamma_scale: 0.5}" in message
+    config["objective"]["sigma_max"] = 0.0  # old configs that wrote the default keep validating
+    assert parse_run_config(config).objective.sigma_max == 0.0
