@@ -19,7 +19,9 @@ from mgm_studies.configbase import ConfigError
 from mgm_studies.data import DataError, FileData, GaussianData, VectorDataset, data_shape, make_toy_dataset
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.models import GeneratorMLP, TwoTimeMLP, VelocityMLP
+from mgm_studies.models.denoising_generator import DenoisingGenerator
 from mgm_studies.objectives import Objective, VelocityHeads, build_objective
+from mgm_studies.objectives.base import DenoisingGeneratorKind
 
 
 def build_dataset(config: RunConfig) -> VectorDataset:
@@ -64,11 +66,17 @@ def build_dataset(config: RunConfig) -> VectorDataset:
     return dataset
 
 
-def build_model(config: ModelConfig, shape: int | tuple[int, ...], kind: str | VelocityHeads) -> nn.Module:
+def build_model(
+    config: ModelConfig, shape: int | tuple[int, ...], kind: str | VelocityHeads | DenoisingGeneratorKind
+) -> nn.Module:
     """The network an objective trains on samples of `shape` ((d,) for vectors, (C, H, W) for images):
     `velocity` -> v(t, x), `two_time` -> u(s, t, x), `generator` -> G(z), `VelocityHeads(k)` -> a v(t, x) with k
-    output heads (generator matching). An MLP for vectors, a U-Net for images."""
+    output heads (generator matching), `DenoisingGeneratorKind` -> G(z) around a v(t, x) (MGM's warm-up).
+    An MLP for vectors, a U-Net for images."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if isinstance(kind, DenoisingGeneratorKind):  # MGM after a denoising warm-up: a velocity network inside G
+        velocity = build_model(config, shape, "velocity")
+        return DenoisingGenerator(velocity, time=kind.time, scale_x=kind.scale_x, scale_v=kind.scale_v)
     if isinstance(config, UNetConfig):
         return _build_unet(config, shape, kind)
     dim = shape[0]

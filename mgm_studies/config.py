@@ -347,6 +347,15 @@ def check_run_config(config: RunConfig) -> RunConfig:
                         f"{field} {wanted!r}, got {getattr(interp, field)!r}",
                     )
                 )
+    warmup = getattr(config.objective, "denoiser_steps", 0)
+    if warmup >= config.train.num_steps:
+        problems.append(
+            (
+                "objective.denoiser_steps",
+                f"the warm-up ({warmup} steps) is counted in the run's {config.train.num_steps} steps: it must be "
+                "shorter",
+            )
+        )
     if config.train.channels_last and not isinstance(config.model, UNetConfig):
         problems.append(("train.channels_last", "is a memory layout for images: it needs model: {name: unet}"))
     ema = config.eval.ema

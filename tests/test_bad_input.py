@@ -130,6 +130,9 @@ WRITTEN_OUT: list[tuple[str, dict[str, Any], str]] = [
     ("objective-extra", {"objective": {"name": "si", "flip_probability": 0.5}}, "objective.flip_probability"),
     ("mgm-flip-above-one", {"objective": {"name": "mgm", "flip_probability": 1.5}}, "objective.flip_probability"),
     ("mgm-asymmetric", {"objective": {"name": "mgm"}, "interpolant.schedule": "vp"}, "interpolant.schedule"),
+    ("mgm-sigma-max", {"objective": {"name": "mgm", "sigma_max": 0.5}}, "objective.sigma_max"),
+    ("mgm-warm-up-too-long", {"objective": {"name": "mgm", "denoiser_steps": 5}}, "objective.denoiser_steps"),
+    ("mgm-generator-time-one", {"objective": {"name": "mgm", "generator_time": 1.0}}, "objective.generator_time"),
     ("gm-needs-condot", {"objective": {"name": "gm_jump"}, "interpolant.schedule": "trig"}, "interpolant.schedule"),
     ("gm-bins-one", {"objective": {"name": "gm_jump", "bins": 1}}, "objective.bins"),
     (

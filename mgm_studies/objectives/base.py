@@ -27,7 +27,18 @@ class VelocityHeads:
             raise ValueError(f"heads must be >= 1, got {self.heads}")
 
 
-ModelKind = Literal["velocity", "two_time", "generator"] | VelocityHeads
+@dataclass(frozen=True)
+class DenoisingGeneratorKind:
+    """The model kind of a one-step generator built around a velocity network v(t, x) (MGM after a denoising warm-up):
+    G(z) = scale_x z + scale_v v(time, z), the data prediction of the path at `time` (for the linear path
+    D(x, t) = x + (1 - t) v(t, x)). forward(z (B, *data_shape)) -> (B, *data_shape)."""
+
+    time: float
+    scale_x: float
+    scale_v: float
+
+
+ModelKind = Literal["velocity", "two_time", "generator"] | VelocityHeads | DenoisingGeneratorKind
 
 
 @dataclass

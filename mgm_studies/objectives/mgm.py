@@ -7,10 +7,23 @@ B or t', and regresses the displacement D = x_d - x_g (never flipped). Its optim
 D_pi(p, q) = E || E[D | Y, t] ||^2 = sup_f E[2 <f, D> - ||f||^2] is zero iff p = q when p_flip = 1/2, because a
 symmetric interpolant (alpha(t) = beta(1 - t)) makes swapping x_d and x_g the same as flipping t, which flips D.
 `sg[.]` below is stop-gradient.
+
+The paper's recipe, `denoiser_steps` W > 0: a denoising warm-up, then both networks start from the denoiser.
+- Steps 0..W-1 (phase "denoise", its own optimiser at train.optimizer.lr) train a velocity network v(t, x) with the
+  `si` loss on the schedule without gamma, x_t = alpha x0 + beta x1, v = alpha' x0 + beta' x1.
+- The generator is the data prediction of that path at t_g (`generator_time`, default 0), kept as a network:
+  solving the two equations for x1, D(x, t) = (alpha' x - alpha v(t, x)) / (alpha' beta - alpha beta'), which is
+  x + (1 - t) v(t, x) on the linear path. G(z) = D(z, t_g) (`models/denoising_generator.py`); at t_g = 0 the input
+  z ~ N(0, sigma0^2 I) is exactly the path's x0, the denoiser at its highest noise level as in the paper.
+- At step W the critic becomes a copy of v: f(t, y) = v(t, y), with the critic's time taken as the path's time.
+  An unflipped observation is the path at t between x0 = x_g and x1 = x_d, so when x_g has the path's x0 law,
+  v(t, Y) = E[x_d - x_g | Y, unflipped]: the critic starts at the regression target of one branch, pointing the way
+  a denoiser points, and learns the flipped branch in the game.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -23,7 +36,8 @@ from torch.func import functional_call
 from mgm_studies.configbase import StrictModel
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.models.mlp import VelocityMLP
-from mgm_studies.objectives.base import Objective, ObjectiveOutput
+from mgm_studies.objectives.base import DenoisingGeneratorKind, ModelKind, Objective, ObjectiveOutput
+from mgm_studies.objectives.si import SIConfig, StochasticInterpolantObjective
 from mgm_studies.sampling import SampleResult, VelocityFn
 
 _Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -44,9 +58,24 @@ class MGMConfig(StrictModel):
     critic_steps: int = Field(1, ge=1, description="critic optimiser steps per generator step")
     warmup_steps: int = Field(0, ge=0, description="critic-only training steps before the first generator step")
     critic_lr: float | None = Field(None, gt=0.0, description="None: train.optimizer.lr")
+    generator_lr: float | None = Field(
+        None, gt=0.0, description="the generator's in the game; None: train.optimizer.lr (which the warm-up uses)"
+    )
     adam_betas: tuple[_Beta, _Beta] | None = Field((0.0, 0.99), description="both optimisers; None: train's")
-    critic_hidden: int = Field(256, ge=1)
-    critic_depth: int = Field(4, ge=1)
+    critic_hidden: int = Field(256, ge=1, description="vectors without a denoising warm-up")
+    critic_depth: int = Field(4, ge=1, description="vectors without a denoising warm-up")
+    denoiser_steps: int = Field(
+        0,
+        ge=0,
+        description="the paper's denoising warm-up: the first denoiser_steps training steps (counted in train.steps) "
+        "train the generator's velocity network with the si loss; then the critic starts as a copy of it",
+    )
+    generator_time: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="with a warm-up, G(z) is the denoiser's data prediction at this time (0: noise)",
+    )
 
     @field_validator("sigma_max")
     @classmethod
@@ -84,13 +113,29 @@ class MidpointGenerativeModel(Objective):
     """
 
     name = "mgm"
-    model_kind = "generator"
     needs_symmetric_interpolant = True
 
     def __init__(self, config: MGMConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         super().__init__(interpolant, teacher)  # refuses a non-symmetric interpolant (needs_symmetric_interpolant)
         self.config = config
         self.critic: nn.Module | None = None
+        self.denoiser: nn.Module | None = None  # the generator's velocity network, with a warm-up
+        # The warm-up trains on the schedule's deterministic path (no gamma): its data prediction is then exact.
+        path = Interpolant(interpolant.schedule, sigma0=interpolant.sigma0, **_schedule_options(interpolant))
+        self._denoising = StochasticInterpolantObjective(SIConfig(), path)
+        self.model_kind = self._model_kind()
+
+    def _model_kind(self) -> ModelKind:
+        """`generator` (G(z), no time input), or with a warm-up a denoiser at `generator_time`:
+        G(z) = D(z, t_g) = (alpha' z - alpha v(t_g, z)) / (alpha' beta - alpha beta'); z + v(0, z) on the linear
+        path. Time 0 by default: the input is then the path's own x0, a draw of the noise G receives (the paper's
+        "denoiser at the highest noise level")."""
+        if self.config.denoiser_steps == 0:
+            return "generator"
+        path, t = self._denoising.interpolant, torch.tensor([self.config.generator_time], dtype=torch.float64)
+        a, b, da, db = (float(c(t)) for c in (path.alpha, path.beta, path.alpha_dot, path.beta_dot))
+        det = da * b - a * db
+        return DenoisingGeneratorKind(time=self.config.generator_time, scale_x=da / det, scale_v=-a / det)
 
     # ------------------------------------------------------------------ hooks
     def attach(self, model: nn.Module, shape: int | tuple[int, ...], build=None) -> None:
@@ -98,7 +143,10 @@ class MidpointGenerativeModel(Objective):
         `critic_depth` for vectors; for images, a velocity network of the run's model config (`build`)."""
         reference = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0))
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if len(shape) == 1:
+        if self.config.denoiser_steps > 0:  # the critic starts as a copy of the denoiser: the same architecture
+            self.denoiser = model.velocity
+            critic = build("velocity") if build is not None else copy.deepcopy(model.velocity)
+        elif len(shape) == 1:
             critic = VelocityMLP(shape[0], hidden=self.config.critic_hidden, depth=self.config.critic_depth)
         elif build is not None:
             critic = build("velocity")
@@ -107,26 +155,40 @@ class MidpointGenerativeModel(Objective):
         self.critic = critic.to(device=reference.device, dtype=reference.dtype)
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"critic": self._critic()}
+        """The critic; with a warm-up also "denoise", the generator's velocity network under its own optimiser (the
+        warm-up's Adam state and learning rate are not the game's)."""
+        return {"critic": self._critic(), **({"denoise": self.denoiser} if self.denoiser is not None else {})}
 
     def optimizer_options(self, phase: str) -> dict[str, Any]:
+        if phase == "denoise":  # plain si training, as the si baseline trains: train.optimizer as it is
+            return {}
         # Adam betas (0, 0.99) on both optimisers, as in the reference code.
         options: dict[str, Any] = {} if self.config.adam_betas is None else {"betas": self.config.adam_betas}
-        if phase == "critic" and self.config.critic_lr is not None:
-            options["lr"] = self.config.critic_lr
-        return options
+        lr = self.config.critic_lr if phase == "critic" else self.config.generator_lr
+        return options if lr is None else {**options, "lr": lr}
+
+    def begin_step(self, step: int, total_steps: int) -> None:
+        """At the end of the warm-up the critic becomes a copy of the denoiser: f(t, y) = v(t, y), which points from
+        the path's x0 side (the generator's) towards the data, the displacement's direction on the unflipped branch."""
+        if self.denoiser is not None and step == self.config.denoiser_steps:
+            self._critic().load_state_dict(self.denoiser.state_dict())
 
     def phases(self, step: int) -> tuple[str, ...]:
+        step -= self.config.denoiser_steps
+        if step < 0:
+            return ("denoise",)
         if step < self.config.warmup_steps:
             return ("critic",)
         return ("critic",) * self.config.critic_steps + ("model",)
 
     def loss(self, phase: str, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
+        if phase == "denoise":
+            return self._denoising(self._denoiser(), x1, generator)
         if phase == "critic":
             return self.critic_loss(model, x1, generator)
         if phase == "model":
             return self.generator_loss(model, x1, generator)
-        raise ValueError(f"objective 'mgm' has no phase {phase!r} (known: 'critic', 'model')")
+        raise ValueError(f"objective 'mgm' has no phase {phase!r} (known: 'denoise', 'critic', 'model')")
 
     def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
         """The generator loss (phase "model")."""
@@ -200,6 +262,11 @@ class MidpointGenerativeModel(Objective):
         with torch.no_grad():
             return SampleResult(x=model(x0), nfe=1)
 
+    def _denoiser(self) -> nn.Module:
+        if self.denoiser is None:
+            raise RuntimeError("mgm's denoiser is the generator's velocity network, set by attach with denoiser_steps")
+        return self.denoiser
+
     def _critic(self) -> nn.Module:
         if self.critic is None:
             raise RuntimeError("mgm's critic is built by attach(model, dim); call it before training")
@@ -208,3 +275,12 @@ class MidpointGenerativeModel(Objective):
     @staticmethod
     def _diagnostics(f: Tensor) -> dict[str, Tensor]:
         return {"mgm/divergence": f.detach().square().flatten(1).sum(dim=1).mean()}
+
+
+def _schedule_options(interpolant: Interpolant) -> dict[str, float]:
+    """The schedule's own options of `interpolant` (poly power, VP betas), to rebuild its path without gamma."""
+    return {
+        "poly_power": interpolant.poly_power,
+        "vp_beta_min": interpolant.vp_beta_min,
+        "vp_beta_max": interpolant.vp_beta_max,
+    }

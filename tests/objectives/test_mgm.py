@@ -333,3 +333,65 @@ def test_a_config_with_sigma_max_says_what_to_write_instead():
     assert field == "objective.sigma_max" and "interpolant: {gamma: sqrt, gamma_scale: 0.5}" in message
     config["objective"]["sigma_max"] = 0.0  # old configs that wrote the default keep validating
     assert parse_run_config(config).objective.sigma_max == 0.0
+
+
+# ---------------------------------------------------------------------- the denoising warm-up and initialisation
+def _warm(interpolant: Interpolant | None = None, **config) -> tuple[MidpointGenerativeModel, nn.Module]:
+    from mgm_studies.builders import build_model
+    from mgm_studies.config import MLPConfig
+
+    objective = make_objective(interpolant, denoiser_steps=10, **config)
+    model = build_model(MLPConfig(hidden=32, depth=2, embedding_dim=8), (2,), objective.model_kind)
+    objective.attach(model, 2)
+    return objective, model
+
+
+@pytest.mark.parametrize(("schedule", "time"), [("linear", 0.0), ("linear", 0.3), ("trig", 0.0), ("trig", 0.4)])
+def test_the_warmed_generator_is_the_denoisers_data_prediction(schedule, time):
+    # G(z) = x1 solved from x = alpha x0 + beta x1 and v = alpha' x0 + beta' x1 at t_g: on the linear path at t_g = 0,
+    # G(z) = z + v(0, z). Checked against the formula written out with the interpolant's own coefficients.
+    torch.manual_seed(0)
+    interpolant = Interpolant(schedule)
+    _, model = _warm(interpolant, generator_time=time)
+    z = torch.randn(64, 2)
+    t = torch.full((64,), time)
+    v = model.velocity(t, z)
+    a, b, da, db = (
+        c(t)[:, None] for c in (interpolant.alpha, interpolant.beta, interpolant.alpha_dot, interpolant.beta_dot)
+    )
+    expected = (da * z - a * v) / (da * b - a * db)
+    assert torch.allclose(model(z), expected, atol=1e-5)
+    if schedule == "linear" and time == 0.0:
+        assert torch.allclose(model(z), z + v, atol=1e-6)
+    # The data prediction inverts the path: an x_t built from (x0, x1) with the exact velocity gives back x1.
+    x0, x1 = torch.randn(64, 2), torch.randn(64, 2)
+    xt, exact_v = a * x0 + b * x1, da * x0 + db * x1
+    assert torch.allclose((da * xt - a * exact_v) / (da * b - a * db), x1, atol=1e-5)
+
+
+def test_the_warm_up_trains_the_denoiser_with_the_si_loss_then_the_critic_starts_as_its_copy():
+    torch.manual_seed(0)
+    objective, model = _warm()
+    assert [objective.phases(s) for s in (0, 9)] == [("denoise",), ("denoise",)]
+    assert objective.phases(10) == ("critic", "model")
+    assert set(objective.networks()) == {"critic", "denoise"} and objective.networks()["denoise"] is model.velocity
+    x1 = torch.randn(32, 2)
+    out = objective.loss("denoise", model, x1, torch.Generator().manual_seed(3))
+    si = build_objective(OBJECTIVES["si"][0](), Interpolant("linear"))
+    assert torch.equal(out.loss, si(model.velocity, x1, torch.Generator().manual_seed(3)).loss)
+    with torch.no_grad():  # the warm-up moved the denoiser away from the critic's initial weights
+        for parameter in model.velocity.parameters():
+            parameter.add_(0.1)
+    t, y = torch.rand(16), torch.randn(16, 2)
+    objective.begin_step(9, 100)
+    assert not torch.allclose(objective.critic(t, y), model.velocity(t, y))
+    objective.begin_step(10, 100)  # the end of the warm-up: f(t, y) = v(t, y), the direction the denoiser points
+    assert torch.equal(objective.critic(t, y), model.velocity(t, y))
+    assert objective.optimizer_options("denoise") == {} and objective.optimizer_options("model")["betas"] == (0.0, 0.99)
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused_naming_the_field():
+    config = {"data": {"name": "moons"}, "train": {"steps": 100}, "objective": {"name": "mgm", "denoiser_steps": 100}}
+    with pytest.raises(ConfigError) as caught:
+        parse_run_config(config)
+    assert caught.value.problems[0][0] == "objective.denoiser_steps"
