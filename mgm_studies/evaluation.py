@@ -166,5 +166,9 @@ def evaluate(
             else:
                 value = mmd(x.flatten(1), reference.flatten(1), generator=generator)
             metrics[metric_name(metric, k)] = value
+    checks, check_tags = objective.evaluation_checks(model, dataset, torch.Generator().manual_seed(seed + 1), device)
+    metrics.update(checks)
     kept_reference = reference[:GRID_IMAGES] if image else reference
-    return Evaluation(step=step, metrics=metrics, samples=samples, reference=kept_reference, tags=tags)
+    return Evaluation(
+        step=step, metrics=metrics, samples=samples, reference=kept_reference, tags={**tags, **check_tags}
+    )

@@ -129,6 +129,13 @@ class Objective(abc.ABC):
     def after_step(self, model: nn.Module, phase: str, step: int) -> None:
         """Called after each optimiser step of `phase` (e.g. to move an EMA target towards `model`)."""
 
+    def evaluation_checks(
+        self, model: nn.Module, dataset: Any, generator: torch.Generator, device: torch.device
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """Objective-specific checks at every evaluation of `model` (the evaluated weights) on `dataset`: metrics and
+        tags to log (e.g. MGM's independent divergence estimate). None by default."""
+        return {}, {}
+
     def state_dict(self) -> dict[str, Any]:
         """State the objective holds beyond `networks()` weights (which the trainer saves): e.g. an EMA target."""
         return {}

@@ -70,6 +70,9 @@ class MGMConfig(StrictModel):
         description="the paper's denoising warm-up: the first denoiser_steps training steps (counted in train.steps) "
         "train the generator's velocity network with the si loss; then the critic starts as a copy of it",
     )
+    collapse_check_steps: int = Field(
+        200, ge=0, description="at each evaluation, steps of a fresh critic fitted to check the trained one; 0: off"
+    )
     generator_time: float = Field(
         0.0,
         ge=0.0,
@@ -120,6 +123,8 @@ class MidpointGenerativeModel(Objective):
         self.config = config
         self.critic: nn.Module | None = None
         self.denoiser: nn.Module | None = None  # the generator's velocity network, with a warm-up
+        self.generator: nn.Module | None = None  # the trained generator, set by attach
+        self._critic_trained = False  # a critic step since the game began (after_step), for the collapse check
         # The warm-up trains on the schedule's deterministic path (no gamma): its data prediction is then exact.
         path = Interpolant(interpolant.schedule, sigma0=interpolant.sigma0, **_schedule_options(interpolant))
         self._denoising = StochasticInterpolantObjective(SIConfig(), path)
@@ -143,6 +148,7 @@ class MidpointGenerativeModel(Objective):
         `critic_depth` for vectors; for images, a velocity network of the run's model config (`build`)."""
         reference = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0))
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.generator = model  # the raw weights the critic trains against (evaluation may see an EMA)
         if self.config.denoiser_steps > 0:  # the critic starts as a copy of the denoiser: the same architecture
             self.denoiser = model.velocity
             critic = build("velocity") if build is not None else copy.deepcopy(model.velocity)
@@ -261,6 +267,22 @@ class MidpointGenerativeModel(Objective):
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         with torch.no_grad():
             return SampleResult(x=model(x0), nfe=1)
+
+    def evaluation_checks(
+        self, model: nn.Module, dataset: Any, generator: torch.Generator, device: torch.device
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """The collapse detector (`mgm_checks.collapse_check`), once the game has begun: against the raw generator the
+        critic trains against, not the evaluated EMA `model`, whose law the critic never saw."""
+        from mgm_studies.objectives.mgm_checks import collapse_check
+
+        if not self._critic_trained:
+            return {}, {}  # the critic has not been trained in this game yet: nothing to check
+        trained = self.generator if self.generator is not None else model
+        return collapse_check(self, trained, dataset, generator, device, self.config.collapse_check_steps)
+
+    def after_step(self, model: nn.Module, phase: str, step: int) -> None:
+        if phase == "critic":
+            self._critic_trained = True
 
     def _denoiser(self) -> nn.Module:
         if self.denoiser is None:
