@@ -109,6 +109,8 @@ def test_every_shipped_config_trains_for_a_few_steps(tmp_path):
     for path in configs:
         raw = yaml.safe_load(path.read_text())
         extra = [f"objective.teacher={{path: {teacher_path}}}"] if "teacher" in raw.get("objective", {}) else []
+        if "denoiser_steps" in raw.get("objective", {}):  # one warm-up step, then the game: both phases run
+            extra.append("objective.denoiser_steps=1")
         # The tiny teacher is an MLP of width 64: the student's width does not have to match the teacher's.
         result = Trainer(load_run_config(path, shrink + extra)).run()
         assert result.status == "finished" and result.step == 3, path.name
@@ -168,27 +170,38 @@ def test_mgm_trains_generator_and_critic_through_the_trainer_and_refuses_vp(tmp_
         parse_run_config(small_config(objective={"name": "mgm"}, interpolant={"schedule": "vp"}))
 
 
-def test_mgm_one_step_generator_learns_eight_gaussians():
-    """Measured: kl/nfe-1 8.94 -> 1.33 (seed 0) and -> 1.42 (seed 1) in 1000 steps (about 10 s on 2 cores)."""
+def _moons_run(objective: dict, steps: int = 1600, seed: int = 0) -> dict[str, float]:
+    """kl at 1 and 4 steps of a run on moons (MLP 128x3, batch 256, lr 1e-3, no clipping: MGM's recipe)."""
     config = parse_run_config(
         {
-            "data": {"name": "eight_gaussians"},
+            "data": {"name": "moons"},
             "model": {"hidden": 128, "depth": 3},
-            "objective": {"name": "mgm", "critic_hidden": 128, "critic_depth": 3},
+            "objective": objective,
             "train": {
-                "steps": 1000,
+                "steps": steps,
                 "batch_size": 256,
-                "ema_decays": [0.99],
+                "ema_decays": [0.999],
+                "grad_clip": None,
                 "checkpoint_interval": 10**6,
-                "optimizer": {"lr": 5e-4},
+                "optimizer": {"lr": 1e-3},
+                "seed": seed,
             },
-            "eval": {"metrics": ["kl"], "steps": [1], "num_samples": 10000},
+            "eval": {"metrics": ["kl"], "steps": [1, 4], "num_samples": 10000},
         }
     )
-    trainer = Trainer(config)
-    initial = trainer.run_evaluation().metrics["kl/nfe-1"]
-    final = trainer.run().metrics["kl/nfe-1"]
-    assert final < 0.3 * initial, (initial, final)
+    return Trainer(config).run().metrics
+
+
+def test_mgm_with_its_warm_up_learns_moons_against_si_at_the_same_budget():
+    """MGM's recipe (half the steps a denoising warm-up, then the game) against `si` with the same network and total
+    steps. Measured (seeds 0 / 1, 16 s + 7 s on 2 busy cores): MGM kl/nfe-1 1.25 / 1.10; si kl/nfe-1 8.10 / 8.04,
+    kl/nfe-4 0.94 / 0.97; N(0, I) noise 1.51. At this small budget MGM does not reach si's four steps (the full-size
+    study, search_spaces/mgm_vs_si.yaml, does better); the bounds are looser than the figures: beat si's one step
+    and come within 2x of its four steps."""
+    mgm = _moons_run({"name": "mgm", "denoiser_steps": 800, "critic_lr": 1e-4, "generator_lr": 1e-4})
+    si = _moons_run({"name": "si"})
+    assert mgm["kl/nfe-1"] < si["kl/nfe-1"], (mgm, si)
+    assert mgm["kl/nfe-1"] < 2 * si["kl/nfe-4"], (mgm, si)
 
 
 LEARN_MODEL = {"hidden": 128, "depth": 3}
