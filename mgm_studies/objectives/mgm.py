@@ -109,10 +109,11 @@ class MidpointDraw:
 
 
 class MidpointGenerativeModel(Objective):
-    """Generator phase "model" and critic phase "critic"; per-sample losses (B,) summed over data dimensions.
+    """Generator phase "model", critic phase "critic"; per-sample losses (B,) summed over data dimensions.
 
-    The critic (a `VelocityMLP`, called as f(t, Y)) is built by `attach` and owned here; the trainer gives it its
-    own optimiser through `networks`. Logs `mgm/divergence` = mean ||f(Y, t)||^2, the critic's divergence estimate.
+    With `denoiser_steps` a phase "denoise" comes first (the warm-up: the module docstring). The critic (a velocity
+    network, called as f(t, Y)) is built by `attach` and owned here; the trainer gives it its own optimiser through
+    `networks`. Logs `mgm/divergence` = mean ||f(Y, t)||^2, the critic's divergence estimate.
     """
 
     name = "mgm"
@@ -144,8 +145,10 @@ class MidpointGenerativeModel(Objective):
 
     # ------------------------------------------------------------------ hooks
     def attach(self, model: nn.Module, shape: int | tuple[int, ...], build=None) -> None:
-        """Build the critic f(t, y) on `model`'s device and in its dtype: a `VelocityMLP` of `critic_hidden` x
-        `critic_depth` for vectors; for images, a velocity network of the run's model config (`build`)."""
+        """Build the critic f(t, y) on `model`'s device and in its dtype: with a warm-up, a velocity network of the
+        run's model config (it becomes a copy of the denoiser, `model.velocity`, when the warm-up ends); otherwise a
+        `VelocityMLP` of `critic_hidden` x `critic_depth` for vectors, a velocity network of the run's model config
+        (`build`) for images."""
         reference = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0))
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         self.generator = model  # the raw weights the critic trains against (evaluation may see an EMA)
