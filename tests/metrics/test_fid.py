@@ -159,6 +159,24 @@ def test_registration_is_idempotent_and_guards_the_name(monkeypatch: pytest.Monk
         register_offline_extractor()
 
 
+def _calculate_metrics(samples: Tensor, reference: Tensor, weights: Path, **options) -> dict:
+    """torch-fidelity's own `calculate_metrics`, uncached, with the offline extractor: what ours must equal."""
+    import torch_fidelity
+
+    return torch_fidelity.calculate_metrics(
+        input1=Images(samples),
+        input2=Images(reference),
+        feature_extractor="mgm-offline",
+        feature_extractor_weights_path=str(weights),
+        fid=True,
+        cuda=False,
+        cache=False,
+        save_cpu_ram=True,  # no DataLoader worker processes; FID is unchanged
+        verbose=False,
+        **options,
+    )
+
+
 def test_fid_equals_torch_fidelity_calculate_metrics(
     trained: tuple[dict, Path, float], halves: tuple[Tensor, Tensor, Tensor], spec: ExtractorSpec, tmp_path: Path
 ) -> None:
@@ -167,17 +185,7 @@ def test_fid_equals_torch_fidelity_calculate_metrics(
     samples, reference, _ = halves
     ours = fid_metrics(samples, reference, reference_id="digits-b", extractor=spec, cache_dir=tmp_path)["fid"]
     cached = fid_metrics(samples, reference, reference_id="digits-b", extractor=spec, cache_dir=tmp_path)["fid"]
-    theirs = torch_fidelity.calculate_metrics(
-        input1=Images(samples),
-        input2=Images(reference),
-        feature_extractor="mgm-offline",
-        feature_extractor_weights_path=str(trained[1]),
-        fid=True,
-        cuda=False,
-        cache=False,
-        save_cpu_ram=True,  # no DataLoader worker processes; FID is unchanged
-        verbose=False,
-    )[torch_fidelity.KEY_METRIC_FID]
+    theirs = _calculate_metrics(samples, reference, trained[1])[torch_fidelity.KEY_METRIC_FID]
     print(f"\nFID real halves: ours {ours:.9g}, from cache {cached:.9g}, torch-fidelity {theirs:.9g}")
     assert abs(ours - theirs) <= 1e-6 and abs(cached - theirs) <= 1e-6  # absolute, FID units
 
@@ -273,19 +281,7 @@ def test_fid_and_kid_equal_calculate_metrics_on_a_miss_and_on_a_hit(
     import torch_fidelity
 
     samples, reference = halves[0][:300], halves[1][:300]
-    theirs = torch_fidelity.calculate_metrics(
-        input1=Images(samples),
-        input2=Images(reference),
-        feature_extractor="mgm-offline",
-        feature_extractor_weights_path=str(trained[1]),
-        fid=True,
-        kid=True,
-        kid_subset_size=300,
-        cuda=False,
-        cache=False,
-        save_cpu_ram=True,
-        verbose=False,
-    )
+    theirs = _calculate_metrics(samples, reference, trained[1], kid=True, kid_subset_size=300)
     kwargs = {"reference_id": "digits-b300", "extractor": spec, "cache_dir": tmp_path, "kid": True}
     miss = fid_metrics(samples, reference, **kwargs)
     hit = fid_metrics(samples, reference.flip(2), **kwargs)  # flipped: read, it would change every value
