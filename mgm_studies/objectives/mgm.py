@@ -117,6 +117,7 @@ class MidpointGenerativeModel(Objective):
     """
 
     name = "mgm"
+    model_kind = "generator"  # without a warm-up; an instance with one sets its own (`_model_kind`)
     needs_symmetric_interpolant = True
 
     def __init__(self, config: MGMConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
