@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pandas as pd
 
 from mgm_studies.configbase import ConfigError
-from mgm_studies.tracking_store import StoreUnreachable, check_reachable
+from mgm_studies.tracking_store import StoreUnreachable, check_reachable, shown, sqlite_path
 from mgm_studies.training.ray_train import DIVERGED_VALUE
 
 TAG_KIND, TAG_SWEEP, TAG_STATUS, TAG_PARAMS = "mgm.kind", "mgm.sweep", "mgm.status", "mgm.trial_params"
@@ -92,21 +90,18 @@ def _client(tracking_uri: str):
     SQLite file, and a server that does not answer fails fast instead of after MLflow's minutes of retries."""
     from mlflow.tracking import MlflowClient
 
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme.startswith("sqlite"):
-        path = tracking_uri.split(":///", 1)[1] if ":///" in tracking_uri else ""
-        if path and path != ":memory:" and not Path(path).is_file():
-            raise TrackingUnreachable(f"no MLflow store at {path} (tracking URI {tracking_uri})")
-    else:
-        try:
-            check_reachable(tracking_uri)
-        except StoreUnreachable as exc:
-            raise TrackingUnreachable(str(exc)) from None
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        raise TrackingUnreachable(f"no MLflow store at {path} (tracking URI {tracking_uri})")
+    try:
+        check_reachable(tracking_uri)  # a server that does not answer, or a file that is not SQLite, in seconds
+    except StoreUnreachable as exc:
+        raise TrackingUnreachable(str(exc)) from None
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # connection refused, DNS, TLS, a corrupt file: the message says which
-        raise TrackingUnreachable(f"cannot read the MLflow tracking store {tracking_uri}: {exc}") from exc
+        raise TrackingUnreachable(f"cannot read the MLflow tracking store {shown(tracking_uri)}: {exc}") from exc
     return client
 
 
@@ -120,12 +115,14 @@ def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = N
     if experiment is None:
         names = sorted(e.name for e in client.search_experiments(max_results=200))
         raise ConfigError.single(
-            "STUDY", f"no study {study!r} in {tracking_uri}; its studies: {', '.join(names) or 'none'}"
+            "STUDY", f"no study {study!r} in {shown(tracking_uri)}; its studies: {', '.join(names) or 'none'}"
         )
     eid = experiment.experiment_id
     sweeps = client.search_runs([eid], filter_string=f"tags.`{TAG_KIND}` = 'sweep'", order_by=["start_time DESC"])
     if not sweeps:
-        raise ConfigError.single("STUDY", f"study {study!r} has no sweep in {tracking_uri} (run `mgm-studies sweep`)")
+        raise ConfigError.single(
+            "STUDY", f"study {study!r} has no sweep in {shown(tracking_uri)} (run `mgm-studies sweep`)"
+        )
     if sweep_run_id is None:
         parent = sweeps[0]
     else:
