@@ -126,16 +126,18 @@ def build_run(
     of a distillation run comes back as None.
     """
     from mgm_studies.preflight import check_fits
-    from mgm_studies.teachers import load_teacher  # teachers build datasets with this module
+    from mgm_studies.teachers import load_teacher, requirements  # teachers build datasets with this module
 
     dataset = build_dataset(config)
     check_fits(config, dataset, device)
     interpolant = config.interpolant.build()
     if getattr(config.objective, "teacher", None) is None:  # pfmm needs one only with reference: teacher
         return dataset, interpolant, build_objective(config.objective, interpolant)
+    interpolant_config, model_config = requirements(config)  # MGM copies weights: the same network, no gamma
     teacher = load_teacher(
         config.objective.teacher,
-        interpolant=config.interpolant,
+        interpolant=interpolant_config,
+        model=model_config,
         dim=dataset.dim,
         device=device,
         train_missing=teachers == "load",

@@ -145,6 +145,19 @@ class InterpolantConfig(StrictModel):
     vp_beta_max: float = Field(20.0, gt=0.0)
     sigma0: float = Field(1.0, gt=0.0)
 
+    def without_gamma(self) -> InterpolantConfig:
+        """The deterministic path under this interpolant (gamma none): what MGM's denoiser and its teacher train on."""
+        return self.model_copy(
+            update={"gamma": "none", "gamma_scale": InterpolantConfig.model_fields["gamma_scale"].default}
+        )
+
+    def path_key(self) -> dict:
+        """The fields that define the path: gamma_scale only matters with a gamma."""
+        key = self.model_dump()
+        if self.gamma == "none":
+            key.pop("gamma_scale")
+        return key
+
     def build(self) -> Interpolant:
         return Interpolant(
             self.schedule,
@@ -356,6 +369,8 @@ def check_run_config(config: RunConfig) -> RunConfig:
                 "shorter",
             )
         )
+    if getattr(config.objective, "critic_features", 0) and isinstance(config.model, UNetConfig):
+        problems.append(("objective.critic_features", "random Fourier features are for vectors: set 0 for images"))
     if config.train.channels_last and not isinstance(config.model, UNetConfig):
         problems.append(("train.channels_last", "is a memory layout for images: it needs model: {name: unet}"))
     ema = config.eval.ema

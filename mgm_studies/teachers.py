@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from mgm_studies.builders import build_dataset
-from mgm_studies.config import InterpolantConfig, RunConfig, load_run_config
+from mgm_studies.config import InterpolantConfig, ModelConfig, RunConfig, load_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.exported import ExportedModel, UnreadableCheckpoint, load_exported
 from mgm_studies.objectives.teacher_config import TeacherConfig
@@ -43,12 +43,14 @@ def load_teacher(
     *,
     interpolant: InterpolantConfig,
     dim: int,
+    model: ModelConfig | None = None,
     device: str = "cpu",
     train_missing: bool = True,
     load: bool = True,
     experiment: str = "mgm-studies-teachers",
 ) -> Teacher | None:
-    """Resolve, check and load `teacher` for a student on `interpolant` with data of dimension `dim`.
+    """Resolve, check and load `teacher` for a student on `interpolant` with data of dimension `dim`; with `model`
+    (a student that copies the teacher's weights, MGM) the teacher must also have that model config.
 
     A config teacher with no finished run is trained now, unless `train_missing` is False. With `load` False (what
     `validate` does) the teacher is checked as far as it can be without training it, and None comes back.
@@ -58,14 +60,14 @@ def load_teacher(
         path = Path(teacher.path)
         if not path.is_file():
             raise ConfigError.single(f"{FIELD}.path", f"no checkpoint file {str(path)!r}")
-        return _frozen(_load(path, ema, device, f"{FIELD}.path"), interpolant, dim, f"path:{path}", None)
+        return _frozen(_load(path, ema, device, f"{FIELD}.path"), interpolant, model, dim, f"path:{path}", None)
     from mgm_studies import tracking  # here, not at the top: a path teacher needs no MLflow (e.g. on a GPU node)
 
     client = tracking.client()
     if teacher.run is not None:
-        return _from_run(client, teacher.run, ema, interpolant, dim, device, f"{FIELD}.run")
+        return _from_run(client, teacher.run, ema, interpolant, model, dim, device, f"{FIELD}.run")
     config = load_run_config(teacher.config)
-    check_compatible(config, interpolant)
+    check_compatible(config, interpolant, model)
     _check_dimension(build_dataset(config).dim, dim)  # before training a teacher nobody can use
     run_id = find_finished_run(client, config.config_hash())
     if run_id is None:
@@ -74,14 +76,33 @@ def load_teacher(
         if not train_missing:
             raise ConfigError.single(f"{FIELD}.config", "no finished run of this teacher config yet (train it first)")
         run_id = train_teacher(client, config, device=device, experiment=experiment)
-    return _from_run(client, run_id, ema, interpolant, dim, device, f"{FIELD}.config")
+    return _from_run(client, run_id, ema, interpolant, model, dim, device, f"{FIELD}.config")
 
 
-def check_compatible(teacher: RunConfig, interpolant: InterpolantConfig) -> None:
-    """A teacher must be an `si` velocity model on the student's interpolant."""
+def requirements(config: RunConfig) -> tuple[InterpolantConfig, ModelConfig | None]:
+    """The interpolant a student's teacher must have trained on, and the model config it must have (None: any).
+
+    Distillation students call their teacher, on their own interpolant. MGM copies its teacher's weights (generator and
+    critic start from that denoiser): the teacher needs the run's network, on the path without MGM's observation noise.
+    """
+    from mgm_studies.objectives import OBJECTIVES
+
+    if OBJECTIVES[config.objective.name][1].teacher_gives_weights:
+        return config.interpolant.without_gamma(), config.model
+    return config.interpolant, None
+
+
+def check_compatible(teacher: RunConfig, interpolant: InterpolantConfig, model: ModelConfig | None = None) -> None:
+    """A teacher must be an `si` velocity model on the student's interpolant (and with `model`, that network)."""
     if teacher.objective.name != "si":
         raise ConfigError.single(FIELD, f"a teacher is an 'si' run, this one trains {teacher.objective.name!r}")
-    if teacher.interpolant != interpolant:
+    if model is not None and teacher.model != model:
+        raise ConfigError.single(
+            FIELD,
+            f"the teacher's network ({teacher.model.model_dump()}) differs from the run's model ({model.model_dump()}):"
+            " its weights are copied, so the model sections must be equal",
+        )
+    if teacher.interpolant.path_key() != interpolant.path_key():
         raise ConfigError.single(
             FIELD,
             f"the teacher's interpolant ({teacher.interpolant.model_dump()}) differs from the student's "
@@ -125,7 +146,9 @@ def train_teacher(client: MlflowClient, config: RunConfig, *, device: str, exper
     return run_id
 
 
-def _from_run(client, run_id: str, ema, interpolant: InterpolantConfig, dim: int, device: str, field: str) -> Teacher:
+def _from_run(
+    client, run_id: str, ema, interpolant: InterpolantConfig, model, dim: int, device: str, field: str
+) -> Teacher:
     from mlflow.exceptions import MlflowException
 
     from mgm_studies import tracking
@@ -139,7 +162,7 @@ def _from_run(client, run_id: str, ema, interpolant: InterpolantConfig, dim: int
     with tempfile.TemporaryDirectory() as tmp:
         path = tracking.download(client, run_id, tracking.MODEL_ARTIFACT, Path(tmp))
         exported = _load(path, ema, device, field)
-    return _frozen(exported, interpolant, dim, f"run:{run_id}", run_id)
+    return _frozen(exported, interpolant, model, dim, f"run:{run_id}", run_id)
 
 
 def _load(path: Path, ema, device: str, field: str) -> ExportedModel:
@@ -151,8 +174,8 @@ def _load(path: Path, ema, device: str, field: str) -> ExportedModel:
         raise ConfigError.single(f"{FIELD}.ema", str(exc)) from None
 
 
-def _frozen(exported: ExportedModel, interpolant: InterpolantConfig, dim: int, source: str, run_id) -> Teacher:
-    check_compatible(exported.config, interpolant)
+def _frozen(exported: ExportedModel, interpolant: InterpolantConfig, model, dim: int, source: str, run_id) -> Teacher:
+    check_compatible(exported.config, interpolant, model)
     _check_dimension(exported.dataset.dim, dim)
     velocity = exported.model.requires_grad_(False).eval()
     return Teacher(velocity=velocity, source=source, config=exported.config, run_id=run_id)

@@ -133,6 +133,22 @@ WRITTEN_OUT: list[tuple[str, dict[str, Any], str]] = [
     ("mgm-sigma-max", {"objective": {"name": "mgm", "sigma_max": 0.5}}, "objective.sigma_max"),
     ("mgm-warm-up-too-long", {"objective": {"name": "mgm", "denoiser_steps": 5}}, "objective.denoiser_steps"),
     ("mgm-generator-time-one", {"objective": {"name": "mgm", "generator_time": 1.0}}, "objective.generator_time"),
+    (
+        "mgm-teacher-and-warm-up",
+        {"objective": {"name": "mgm", "denoiser_steps": 2, "teacher": {"path": NO_TEACHER}}},
+        "objective",
+    ),
+    ("mgm-teacher-missing", {"objective": {"name": "mgm", "teacher": {"path": NO_TEACHER}}}, "objective.teacher.path"),
+    (
+        "mgm-fourier-images",
+        {"data": {"name": "digits"}, "model": {"name": "unet"}, "objective": {"name": "mgm", "critic_features": 8}},
+        "objective.critic_features",
+    ),
+    (
+        "mgm-fourier-scale-zero",
+        {"objective": {"name": "mgm", "critic_feature_scale": 0.0}},
+        "objective.critic_feature_scale",
+    ),
     ("gm-needs-condot", {"objective": {"name": "gm_jump"}, "interpolant.schedule": "trig"}, "interpolant.schedule"),
     ("gm-bins-one", {"objective": {"name": "gm_jump", "bins": 1}}, "objective.bins"),
     (

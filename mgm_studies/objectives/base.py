@@ -67,6 +67,8 @@ class Objective(abc.ABC):
     # Distillation objectives train against a frozen teacher velocity b(t, x); `build_run` loads it. Sampling and
     # evaluating a finished student need no teacher, so it may be None outside training.
     needs_teacher: ClassVar[bool] = False
+    # MGM's optional teacher is a starting point: its weights are copied (same network, the path without gamma).
+    teacher_gives_weights: ClassVar[bool] = False
     # MGM's midpoint argument needs alpha(t) = beta(1 - t): the run config refuses other schedules for it.
     needs_symmetric_interpolant: ClassVar[bool] = False
     # Generator matching's CondOT path is the linear interpolant with no gamma and unit noise (spec section 6).
@@ -119,6 +121,11 @@ class Objective(abc.ABC):
     def phases(self, step: int) -> tuple[str, ...]:
         """The optimiser steps of training step `step` (0-based), in order."""
         return ("model",)
+
+    def ema_start(self) -> int:
+        """The training step from which the model's EMAs average: at that step they restart from the current weights
+        (e.g. MGM's game, whose generator is not the warm-up's denoiser). 0: from the start, no restart."""
+        return 0
 
     def loss(self, phase: str, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
         """The loss whose gradient the optimiser of `phase` follows."""

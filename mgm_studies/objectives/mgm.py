@@ -35,9 +35,11 @@ from torch.func import functional_call
 
 from mgm_studies.configbase import StrictModel
 from mgm_studies.interpolants import Interpolant
+from mgm_studies.models.critic import FourierFeatureBranch, FourierFeatureCritic
 from mgm_studies.models.mlp import VelocityMLP
 from mgm_studies.objectives.base import DenoisingGeneratorKind, ModelKind, Objective, ObjectiveOutput
 from mgm_studies.objectives.si import SIConfig, StochasticInterpolantObjective
+from mgm_studies.objectives.teacher_config import TeacherConfig
 from mgm_studies.sampling import SampleResult, VelocityFn
 
 _Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -64,6 +66,14 @@ class MGMConfig(StrictModel):
     adam_betas: tuple[_Beta, _Beta] | None = Field((0.0, 0.99), description="both optimisers; None: train's")
     critic_hidden: int = Field(256, ge=1, description="vectors without a denoising warm-up")
     critic_depth: int = Field(4, ge=1, description="vectors without a denoising warm-up")
+    critic_features: int = Field(
+        0,
+        ge=0,
+        description="vectors: random Fourier features of the critic's input, a branch added to the critic "
+        "(models/critic.py); 0: none",
+    )
+    critic_feature_scale: float = Field(1.0, gt=0.0, description="their frequencies' std, cycles per data unit")
+    critic_feature_depth: int = Field(2, ge=1, description="depth of their branch (width critic_hidden)")
     denoiser_steps: int = Field(
         0,
         ge=0,
@@ -72,6 +82,11 @@ class MGMConfig(StrictModel):
     )
     collapse_check_steps: int = Field(
         200, ge=0, description="at each evaluation, steps of a fresh critic fitted to check the trained one; 0: off"
+    )
+    teacher: TeacherConfig | None = Field(
+        None,
+        description="instead of the warm-up: start generator and critic from a finished si run's weights (its EMA by "
+        "default), on this interpolant without gamma and with the run's model config",
     )
     generator_time: float = Field(
         0.0,
@@ -95,7 +110,17 @@ class MGMConfig(StrictModel):
     def _ordered_times(self) -> MGMConfig:
         if self.t_min > self.t_max:
             raise ValueError(f"t_min ({self.t_min}) must be <= t_max ({self.t_max})")
+        if self.teacher is not None and self.denoiser_steps > 0:
+            raise ValueError(
+                "teacher and denoiser_steps both start the game from a denoiser: give one (a teacher replaces the "
+                "warm-up; set denoiser_steps: 0)"
+            )
         return self
+
+    @property
+    def starts_from_denoiser(self) -> bool:
+        """The generator is a denoiser's data prediction: trained in the warm-up, or loaded from a teacher."""
+        return self.denoiser_steps > 0 or self.teacher is not None
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,7 @@ class MidpointGenerativeModel(Objective):
     name = "mgm"
     model_kind = "generator"  # without a warm-up; an instance with one sets its own (`_model_kind`)
     needs_symmetric_interpolant = True
+    teacher_gives_weights = True  # objective.teacher: generator and critic start from its weights
 
     def __init__(self, config: MGMConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         super().__init__(interpolant, teacher)  # refuses a non-symmetric interpolant (needs_symmetric_interpolant)
@@ -137,7 +163,7 @@ class MidpointGenerativeModel(Objective):
         G(z) = D(z, t_g) = (alpha' z - alpha v(t_g, z)) / (alpha' beta - alpha beta'); z + v(0, z) on the linear
         path. Time 0 by default: the input is then the path's own x0, a draw of the noise G receives (the paper's
         "denoiser at the highest noise level")."""
-        if self.config.denoiser_steps == 0:
+        if not self.config.starts_from_denoiser:
             return "generator"
         path, t = self._denoising.interpolant, torch.tensor([self.config.generator_time], dtype=torch.float64)
         a, b, da, db = (float(c(t)) for c in (path.alpha, path.beta, path.alpha_dot, path.beta_dot))
@@ -153,8 +179,11 @@ class MidpointGenerativeModel(Objective):
         reference = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0))
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         self.generator = model  # the raw weights the critic trains against (evaluation may see an EMA)
-        if self.config.denoiser_steps > 0:  # the critic starts as a copy of the denoiser: the same architecture
-            self.denoiser = model.velocity
+        if self.config.starts_from_denoiser:  # the critic starts as a copy of the denoiser: the same architecture
+            if self.config.teacher is not None:
+                _load_teacher_weights(self.teacher, model.velocity)
+            else:
+                self.denoiser = model.velocity
             critic = build("velocity") if build is not None else copy.deepcopy(model.velocity)
         elif len(shape) == 1:
             critic = VelocityMLP(shape[0], hidden=self.config.critic_hidden, depth=self.config.critic_depth)
@@ -162,7 +191,20 @@ class MidpointGenerativeModel(Objective):
             critic = build("velocity")
         else:
             raise ValueError(f"mgm's critic for samples of shape {shape} is built by `build`; none was given")
+        if self.config.critic_features > 0:
+            if len(shape) != 1:
+                raise ValueError(f"objective.critic_features is for vectors; samples here have shape {shape}")
+            branch = FourierFeatureBranch(
+                shape[0],
+                features=self.config.critic_features,
+                scale=self.config.critic_feature_scale,
+                hidden=self.config.critic_hidden,
+                depth=self.config.critic_feature_depth,
+            )
+            critic = FourierFeatureCritic(critic, branch)
         self.critic = critic.to(device=reference.device, dtype=reference.dtype)
+        if self.config.teacher is not None:  # no warm-up: the critic is the teacher's copy from the first step
+            self._start_critic_from(model.velocity)
 
     def networks(self) -> dict[str, nn.Module]:
         """The critic; with a warm-up also "denoise", the generator's velocity network under its own optimiser (the
@@ -181,7 +223,18 @@ class MidpointGenerativeModel(Objective):
         """At the end of the warm-up the critic becomes a copy of the denoiser: f(t, y) = v(t, y), which points from
         the path's x0 side (the generator's) towards the data, the displacement's direction on the unflipped branch."""
         if self.denoiser is not None and step == self.config.denoiser_steps:
-            self._critic().load_state_dict(self.denoiser.state_dict())
+            self._start_critic_from(self.denoiser)
+
+    def _start_critic_from(self, denoiser: nn.Module) -> None:
+        """f(t, y) = v(t, y): the critic (its base, with Fourier features, whose branch starts at zero) copies v."""
+        critic = self._critic()
+        base = critic.base if isinstance(critic, FourierFeatureCritic) else critic
+        base.load_state_dict(denoiser.state_dict())
+
+    def ema_start(self) -> int:
+        """The generator's EMAs average the game only: the warm-up's weights are a denoiser's, whose one-step output is
+        the data's conditional mean, not a sample (at decay 0.999 they would still weigh 13% after 2000 game steps)."""
+        return self.config.denoiser_steps
 
     def phases(self, step: int) -> tuple[str, ...]:
         step -= self.config.denoiser_steps
@@ -301,6 +354,13 @@ class MidpointGenerativeModel(Objective):
     @staticmethod
     def _diagnostics(f: Tensor) -> dict[str, Tensor]:
         return {"mgm/divergence": f.detach().square().flatten(1).sum(dim=1).mean()}
+
+
+def _load_teacher_weights(teacher: nn.Module | None, velocity: nn.Module) -> None:
+    """Copy a teacher's weights (`build_run` loaded and checked it: an si run on this path, with this model config)."""
+    if not isinstance(teacher, nn.Module):
+        raise RuntimeError("mgm's teacher is loaded by build_run (objective.teacher); none was given")
+    velocity.load_state_dict(teacher.state_dict())
 
 
 def _schedule_options(interpolant: Interpolant) -> dict[str, float]:

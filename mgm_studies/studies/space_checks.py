@@ -20,7 +20,7 @@ from typing import Any
 from mgm_studies.config import EvalConfig, RunConfig, load_run_config, parse_run_config
 from mgm_studies.configbase import ConfigError, quote
 from mgm_studies.studies.space_spec import PATH_FIELDS, Axis, StudySpec, set_dotted
-from mgm_studies.teachers import check_compatible
+from mgm_studies.teachers import check_compatible, requirements
 
 _METRIC = re.compile(r"^(?P<metric>[a-z0-9_]+)/nfe-(?P<steps>[0-9]+)$")
 _MAX_COMBINATIONS = 512  # an all-discrete space up to this size has every combination checked
@@ -112,7 +112,7 @@ def check_files(config: RunConfig, teachers: dict[str, RunConfig]) -> None:
                 teachers[teacher.config] = load_run_config(teacher.config)
             except ConfigError as exc:
                 raise ConfigError.single("objective.teacher.config", f"{teacher.config}: {exc}") from None
-        check_compatible(teachers[teacher.config], config.interpolant)
+        check_compatible(teachers[teacher.config], *requirements(config))
 
 
 def _check_metrics(spec: StudySpec, evals: list[EvalConfig], objectives: set[str]) -> list[tuple[str, str]]:

@@ -33,6 +33,13 @@ class EMA:
                 decay = min(decay, (1.0 + step) / (10.0 + step))
             torch._foreach_lerp_(shadow, params, 1.0 - decay)
 
+    @torch.no_grad()
+    def restart(self, model: nn.Module) -> None:
+        """Every shadow becomes a copy of `model`'s current parameters, forgetting what it averaged before."""
+        params = [p.detach() for p in model.parameters()]
+        for shadow in self.shadows.values():
+            torch._foreach_copy_(shadow, params)
+
     def averaged_model(self, model: nn.Module, decay: float | None) -> nn.Module:
         """A copy of `model` in eval mode carrying the EMA weights of `decay` (the raw weights for None)."""
         averaged = copy.deepcopy(model).eval()

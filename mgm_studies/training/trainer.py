@@ -141,7 +141,10 @@ class Trainer:
             # Named per phase like the losses, so a critic step's diagnostics do not overwrite the generator's.
             names.extend(name + suffix for name in output.diagnostics)
             values.extend(v.detach().float() for v in output.diagnostics.values())
-        self.ema.update(self.model, self.step)
+        ema_start = self.objective.ema_start()
+        if ema_start > 0 and self.step == ema_start:  # e.g. MGM's game begins: forget the warm-up's weights
+            self.ema.restart(self.model)
+        self.ema.update(self.model, self.step - ema_start if self.step >= ema_start else self.step)
         self.step += 1
         return _Pending(self.step, names, values, self.base_lrs["model"] * factor)
 

@@ -14,6 +14,7 @@ from mgm_studies.config import parse_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.models import GeneratorMLP
+from mgm_studies.models.critic import FourierFeatureCritic
 from mgm_studies.objectives import OBJECTIVES, build_objective
 from mgm_studies.objectives.mgm import MGMConfig, MidpointGenerativeModel
 
@@ -388,6 +389,37 @@ def test_the_warm_up_trains_the_denoiser_with_the_si_loss_then_the_critic_starts
     objective.begin_step(10, 100)  # the end of the warm-up: f(t, y) = v(t, y), the direction the denoiser points
     assert torch.equal(objective.critic(t, y), model.velocity(t, y))
     assert objective.optimizer_options("denoise") == {} and objective.optimizer_options("model")["betas"] == (0.0, 0.99)
+
+
+def test_a_fourier_feature_critic_starts_as_its_base_and_as_the_denoisers_copy():
+    torch.manual_seed(0)
+    objective, model = _warm(critic_features=32, critic_feature_scale=2.0, critic_hidden=16)
+    critic = objective.critic
+    assert isinstance(critic, FourierFeatureCritic)
+    t, y = torch.rand(16), torch.randn(16, 2)
+    assert torch.equal(critic.branch(t, y), torch.zeros(16, 2))  # the branch's last layer starts at zero
+    objective.begin_step(10, 100)
+    assert torch.equal(critic(t, y), model.velocity(t, y))
+    # The frequencies are a seeded draw, carried by the state dict: a rebuilt critic has the same ones.
+    again, _ = _warm(critic_features=32, critic_feature_scale=2.0, critic_hidden=16)
+    assert torch.equal(again.critic.branch.frequencies, critic.branch.frequencies)
+    assert "branch.frequencies" in critic.state_dict()
+    assert critic.branch.frequencies.std().item() == pytest.approx(2 * math.pi * 2.0, rel=0.25)
+    # It learns: a critic step changes the branch (so the critic is no longer the denoiser).
+    objective.critic.branch.trunk[-1].weight.data.normal_()
+    assert not torch.equal(critic(t, y), model.velocity(t, y))
+
+
+def test_fourier_features_for_images_are_refused_naming_the_field():
+    config = {
+        "data": {"name": "digits"},
+        "model": {"name": "unet"},
+        "objective": {"name": "mgm", "critic_features": 16},
+        "train": {"steps": 10},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_run_config(config)
+    assert "objective.critic_features" in [field for field, _ in caught.value.problems]
 
 
 def test_a_warm_up_as_long_as_the_run_is_refused_naming_the_field():
