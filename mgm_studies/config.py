@@ -35,7 +35,7 @@ EmbeddingDim = Annotated[int, Field(ge=1), AfterValidator(_even)]  # time embedd
 
 # ---------------------------------------------------------------- data
 class ToyDataConfig(StrictModel):
-    name: Literal["checkerboard", "moons", "eight_gaussians", "spirals", "rings"]
+    name: Literal["checkerboard", "moons", "eight_gaussians", "spirals", "rings", "pinwheel"]
 
 
 class GaussianDataConfig(StrictModel):

@@ -19,6 +19,14 @@ The paper's recipe, `denoiser_steps` W > 0: a denoising warm-up, then both netwo
   An unflipped observation is the path at t between x0 = x_g and x1 = x_d, so when x_g has the path's x0 law,
   v(t, Y) = E[x_d - x_g | Y, unflipped]: the critic starts at the regression target of one branch, pointing the way
   a denoiser points, and learns the flipped branch in the game.
+- The generator's EMAs restart at step W (`ema_start`): they average the game, not the denoiser.
+Instead of the warm-up, `teacher` (a finished si run on this path without gamma, with the run's model config) gives
+the denoiser's weights: generator and critic start from them at step 0.
+
+The critic: a velocity network (the model's architecture with a start from a denoiser, else `critic_hidden` x
+`critic_depth`), plus with `critic_features` > 0 a branch on random Fourier features of Y whose output is added and
+starts at zero (`models/critic.py`): the flip makes the critic resolve the data's density ratio at its finest scale,
+which an MLP on raw coordinates learns slowly (spectral bias).
 """
 
 from __future__ import annotations

@@ -124,11 +124,23 @@ def test_observation_weights_generator_at_t_prime_and_data_at_one_minus_it(flip_
     assert draw.y.var().item() == pytest.approx(0.5 * 0.2 * 0.8, rel=0.02)
 
 
-@pytest.mark.parametrize(("m1", "s1", "m0", "s0"), [(1.0, 1.0, 0.0, 1.0), (0.0, 2.0, 0.0, 1.0)])
-def test_a_trained_critic_estimates_the_midpoint_divergence(m1, s1, m0, s0):
-    objective = make_objective(**MIDPOINT)
-    estimate = train_critic(objective, (m1, s1), AffineGenerator(m0, s0), steps=800)
-    assert estimate == pytest.approx(midpoint_divergence(m1, s1, m0, s0), rel=0.1)
+@pytest.mark.parametrize(
+    ("m1", "s1", "m0", "s0"), [(1.0, 1.0, 0.0, 1.0), (0.0, 2.0, 0.0, 1.0), (0.5, 1.5, -0.5, 0.5)]
+)
+def test_a_trained_critic_estimates_the_midpoint_divergence_within_5_percent(m1, s1, m0, s0):
+    # Measured (seed 0, 800 steps): the plug-in E ||f||^2 is within 0.9 %, 0.5 %, 1.3 % of the closed form, and the
+    # held-out lower bound E[2 <f, D> - ||f||^2] (which the collapse check uses) within 0.2 %.
+    objective, generator = make_objective(**MIDPOINT), AffineGenerator(m0, s0)
+    estimate = train_critic(objective, (m1, s1), generator, steps=800)
+    exact = midpoint_divergence(m1, s1, m0, s0)
+    assert estimate == pytest.approx(exact, rel=0.05)
+    draws = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        x_data = m1 + s1 * torch.randn(200_000, 1, generator=draws)
+        draw = objective.observe(x_data, generator(torch.randn(200_000, 1, generator=draws)), draws)
+        f = objective.critic(draw.t, draw.y)
+        bound = (2 * f * draw.displacement - f.square()).mean().item()
+    assert bound == pytest.approx(exact, rel=0.05)
 
 
 def test_the_exact_critic_makes_the_generator_loss_the_divergence_and_the_critic_loss_its_complement():
