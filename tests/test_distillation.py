@@ -193,15 +193,17 @@ def _moons_run(objective: dict, steps: int = 1600, seed: int = 0) -> dict[str, f
 
 
 def test_mgm_with_its_warm_up_learns_moons_against_si_at_the_same_budget():
-    """MGM's recipe (half the steps a denoising warm-up, then the game) against `si` with the same network and total
-    steps. Measured (seeds 0 / 1, 16 s + 7 s on 2 busy cores): MGM kl/nfe-1 1.25 / 1.10; si kl/nfe-1 8.10 / 8.04,
-    kl/nfe-4 0.94 / 0.97; N(0, I) noise 1.51. At this small budget MGM does not reach si's four steps (the full-size
-    study, search_spaces/mgm_vs_si.yaml, does better); the bounds are looser than the figures: beat si's one step
-    and come within 2x of its four steps."""
-    mgm = _moons_run({"name": "mgm", "denoiser_steps": 800, "critic_lr": 1e-4, "generator_lr": 1e-4})
+    """MGM's recipe (half the steps a denoising warm-up, then the game against a Fourier-feature critic) against `si`
+    with the same network and total steps. Measured (seeds 0 / 1, about 17 s each with one thread): MGM kl/nfe-1
+    1.06 / 1.05 (without the critic's Fourier features 1.22 / 1.20); si kl/nfe-1 8.10 / 8.04, kl/nfe-4 0.94 / 0.97;
+    N(0, I) noise 1.51. At this small budget MGM does not reach si's four steps (the full-size study,
+    search_spaces/mgm_vs_si.yaml, does on some data sets); the bounds are looser than the figures: beat si's one step
+    and come within 1.5x of its four steps."""
+    recipe = {"name": "mgm", "denoiser_steps": 800, "critic_lr": 1e-4, "generator_lr": 1e-4, "critic_features": 64}
+    mgm = _moons_run(recipe)
     si = _moons_run({"name": "si"})
     assert mgm["kl/nfe-1"] < si["kl/nfe-1"], (mgm, si)
-    assert mgm["kl/nfe-1"] < 2 * si["kl/nfe-4"], (mgm, si)
+    assert mgm["kl/nfe-1"] < 1.5 * si["kl/nfe-4"], (mgm, si)
 
 
 LEARN_MODEL = {"hidden": 128, "depth": 3}

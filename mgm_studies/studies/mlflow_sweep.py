@@ -146,8 +146,9 @@ class MlflowSweepCallback(tune.Callback):
         for step, scalars in result.get(ray_train.SCALARS) or []:
             metrics.extend(Metric(k, float(v), now, int(step)) for k, v in scalars.items())
         step = int(result.get(ray_train.STEP, 0))
+        evaluated = set(result.get(ray_train.EVALUATED) or ())  # e.g. MGM's collapse check: mgm/divergence_refit
         for key, value in result.items():
-            if (_EVAL_METRIC.match(key) or key in _REPORTED) and isinstance(value, int | float):
+            if (key in evaluated or _EVAL_METRIC.match(key) or key in _REPORTED) and isinstance(value, int | float):
                 metrics.append(Metric(key, float(value), now, step))
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])

@@ -39,6 +39,7 @@ STATUS = "mgm/status"
 FINAL = "mgm/final"
 SCALARS = "mgm/scalars"
 TAGS = "mgm/tags"  # what the metrics mean (FID provenance), set as tags of the trial's MLflow run
+EVALUATED = "mgm/evaluated"  # the names of the evaluation's metrics (objective checks included), logged to MLflow
 DIVERGED_VALUE = 1.0e12  # what a diverged trial reports for each metric to minimise (its negative to maximise)
 CHECKPOINT_FILE, META_FILE, FINAL_FILE, SAMPLES_FILE = "trainer.pt", "meta.json", "final.pt", "samples.pt"
 PLOTTED_POINTS = 5000  # samples kept per number of steps for the plots (a scatter shows no more)
@@ -73,6 +74,7 @@ class RayReporter(NullReporter):
             FINAL: final,
             SCALARS: self._take_scalars(),
             TAGS: dict(evaluation.tags),
+            EVALUATED: sorted(evaluation.metrics),
         }
         with tempfile.TemporaryDirectory(prefix="mgm-report-") as tmp:
             folder = Path(tmp)

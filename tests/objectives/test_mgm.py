@@ -124,9 +124,7 @@ def test_observation_weights_generator_at_t_prime_and_data_at_one_minus_it(flip_
     assert draw.y.var().item() == pytest.approx(0.5 * 0.2 * 0.8, rel=0.02)
 
 
-@pytest.mark.parametrize(
-    ("m1", "s1", "m0", "s0"), [(1.0, 1.0, 0.0, 1.0), (0.0, 2.0, 0.0, 1.0), (0.5, 1.5, -0.5, 0.5)]
-)
+@pytest.mark.parametrize(("m1", "s1", "m0", "s0"), [(1.0, 1.0, 0.0, 1.0), (0.0, 2.0, 0.0, 1.0), (0.5, 1.5, -0.5, 0.5)])
 def test_a_trained_critic_estimates_the_midpoint_divergence_within_5_percent(m1, s1, m0, s0):
     # Measured (seed 0, 800 steps): the plug-in E ||f||^2 is within 0.9 %, 0.5 %, 1.3 % of the closed form, and the
     # held-out lower bound E[2 <f, D> - ||f||^2] (which the collapse check uses) within 0.2 %.
@@ -405,21 +403,23 @@ def test_the_warm_up_trains_the_denoiser_with_the_si_loss_then_the_critic_starts
 
 def test_a_fourier_feature_critic_starts_as_its_base_and_as_the_denoisers_copy():
     torch.manual_seed(0)
-    objective, model = _warm(critic_features=32, critic_feature_scale=2.0, critic_hidden=16)
+    objective, model = _warm(critic_features=32, critic_feature_scale=2.0)
     critic = objective.critic
     assert isinstance(critic, FourierFeatureCritic)
     t, y = torch.rand(16), torch.randn(16, 2)
-    assert torch.equal(critic.branch(t, y), torch.zeros(16, 2))  # the branch's last layer starts at zero
+    assert torch.equal(critic(t, y), critic.base(t, y))  # the features' weights start at zero
     objective.begin_step(10, 100)
     assert torch.equal(critic(t, y), model.velocity(t, y))
     # The frequencies are a seeded draw, carried by the state dict: a rebuilt critic has the same ones.
-    again, _ = _warm(critic_features=32, critic_feature_scale=2.0, critic_hidden=16)
-    assert torch.equal(again.critic.branch.frequencies, critic.branch.frequencies)
-    assert "branch.frequencies" in critic.state_dict()
-    assert critic.branch.frequencies.std().item() == pytest.approx(2 * math.pi * 2.0, rel=0.25)
-    # It learns: a critic step changes the branch (so the critic is no longer the denoiser).
-    objective.critic.branch.trunk[-1].weight.data.normal_()
+    again, _ = _warm(critic_features=32, critic_feature_scale=2.0)
+    assert torch.equal(again.critic.frequencies, critic.frequencies)
+    assert "frequencies" in critic.state_dict() and critic.frequencies.shape == (2, 32)
+    assert critic.frequencies.std().item() == pytest.approx(2 * math.pi * 2.0, rel=0.25)
+    # Once their weights move, the features change the critic, at high frequency in y.
+    with torch.no_grad():
+        critic.fourier.weight.normal_()
     assert not torch.equal(critic(t, y), model.velocity(t, y))
+    assert critic.fourier.weight.shape == (critic.base.trunk[0].out_features, 64)
 
 
 def test_fourier_features_for_images_are_refused_naming_the_field():

@@ -77,13 +77,19 @@ def test_a_grid_over_whole_objective_sections_runs_each_objective(mlflow_env, tm
     """An axis whose values are mappings (searchers hold their labels, the objective names): the sweep resolves the
     values, never the labels, for its own checks (search_spaces/gm_superposition.yaml is such a space)."""
     gm_jump = {"name": "gm_jump", "bins": 8, "value_range": [-4.5, 4.5]}
-    spec = study(tmp_path, search={"algorithm": "grid"}, space={"objective": {"grid": [{"name": "si"}, gm_jump]}})
+    mgm = {"name": "mgm", "denoiser_steps": 20, "collapse_check_steps": 5}
+    grid = [{"name": "si"}, gm_jump, mgm]
+    spec = study(tmp_path, search={"algorithm": "grid"}, space={"objective": {"grid": grid}})
     outcome = run_sweep(spec, storage=str(tmp_path / "ray"), verbose=0)
-    assert outcome.statuses == {"finished": 2}
+    assert outcome.statuses == {"finished": 3}
     _, _, children = runs("test_study")
-    assert sorted(c.data.params["objective.name"] for c in children) == ["gm_jump", "si"]
+    assert sorted(c.data.params["objective.name"] for c in children) == ["gm_jump", "mgm", "si"]
     jump = next(c for c in children if c.data.params["objective.name"] == "gm_jump")
     assert jump.data.params["objective.bins"] == "8" and "kl/nfe-2" in jump.data.metrics
+    # An objective's own evaluation checks reach the trial's run (MGM's collapse detector), beside its tag.
+    midpoint = next(c for c in children if c.data.params["objective.name"] == "mgm")
+    assert {"mgm/divergence_critic", "mgm/divergence_refit", "mgm/critic_r2"} <= set(midpoint.data.metrics)
+    assert midpoint.data.tags["mgm.critic_collapse"] in ("true", "false")
 
 
 def test_an_optuna_tpe_sweep_samples_inside_the_space_and_reports_the_best_trial(mlflow_env, tmp_path):
