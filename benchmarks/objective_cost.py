@@ -2,7 +2,7 @@
 
 Distillation objectives get a teacher of the same size (a velocity MLP with random weights: its cost, not its
 quality, is what is measured). A step is everything the Trainer does for one step, all phases included (MGM: critic
-and generator; `mgm recipe` is the game after a denoising warm-up, `+fourier` with the Fourier-feature critic).
+and generator; `mgm recipe` is the game after a denoising warm-up, `+fourier` with the Fourier-feature critic's branch).
 Rounds interleave the objectives; the median per objective is reported. Target from the cost model: <= 3x `si` for
 lmd, itvm, psd, and mgm (warm-up excluded: a warm-up step is an si step).
 

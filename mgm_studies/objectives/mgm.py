@@ -24,8 +24,8 @@ Instead of the warm-up, `teacher` (a finished si run on this path without gamma,
 the denoiser's weights: generator and critic start from them at step 0.
 
 The critic: a velocity network (the model's architecture with a start from a denoiser, else `critic_hidden` x
-`critic_depth`); with `critic_features` > 0 random Fourier features of Y enter its first layer through weights that
-start at zero (`models/critic.py`): the flip makes the critic resolve the data's density ratio at its finest scale,
+`critic_depth`), plus with `critic_features` > 0 a branch on random Fourier features of Y whose output is added and
+starts at zero (`models/critic.py`): the flip makes the critic resolve the data's density ratio at its finest scale,
 which an MLP on raw coordinates learns slowly (spectral bias).
 """
 
@@ -43,7 +43,7 @@ from torch.func import functional_call
 
 from mgm_studies.configbase import StrictModel
 from mgm_studies.interpolants import Interpolant
-from mgm_studies.models.critic import FourierFeatureCritic
+from mgm_studies.models.critic import FourierFeatureBranch, FourierFeatureCritic
 from mgm_studies.models.mlp import VelocityMLP
 from mgm_studies.objectives.base import DenoisingGeneratorKind, ModelKind, Objective, ObjectiveOutput
 from mgm_studies.objectives.si import SIConfig, StochasticInterpolantObjective
@@ -77,10 +77,11 @@ class MGMConfig(StrictModel):
     critic_features: int = Field(
         0,
         ge=0,
-        description="vectors: random Fourier features of the critic's input, added to its first layer "
+        description="vectors: random Fourier features of the critic's input, a branch added to the critic "
         "(models/critic.py); 0: none",
     )
     critic_feature_scale: float = Field(1.0, gt=0.0, description="their frequencies' std, cycles per data unit")
+    critic_feature_depth: int = Field(2, ge=1, description="depth of their branch (width critic_hidden)")
     denoiser_steps: int = Field(
         0,
         ge=0,
@@ -199,11 +200,16 @@ class MidpointGenerativeModel(Objective):
         else:
             raise ValueError(f"mgm's critic for samples of shape {shape} is built by `build`; none was given")
         if self.config.critic_features > 0:
-            if len(shape) != 1 or not isinstance(critic, VelocityMLP):
-                raise ValueError(f"objective.critic_features is for vectors (an MLP critic); samples here: {shape}")
-            critic = FourierFeatureCritic(
-                critic, features=self.config.critic_features, scale=self.config.critic_feature_scale
+            if len(shape) != 1:
+                raise ValueError(f"objective.critic_features is for vectors; samples here have shape {shape}")
+            branch = FourierFeatureBranch(
+                shape[0],
+                features=self.config.critic_features,
+                scale=self.config.critic_feature_scale,
+                hidden=self.config.critic_hidden,
+                depth=self.config.critic_feature_depth,
             )
+            critic = FourierFeatureCritic(critic, branch)
         self.critic = critic.to(device=reference.device, dtype=reference.dtype)
         if self.config.teacher is not None:  # no warm-up: the critic is the teacher's copy from the first step
             self._start_critic_from(model.velocity)
@@ -228,7 +234,7 @@ class MidpointGenerativeModel(Objective):
             self._start_critic_from(self.denoiser)
 
     def _start_critic_from(self, denoiser: nn.Module) -> None:
-        """f(t, y) = v(t, y): the critic (its base, with Fourier features, whose weights start at zero) copies v."""
+        """f(t, y) = v(t, y): the critic (its base, with Fourier features, whose branch starts at zero) copies v."""
         critic = self._critic()
         base = critic.base if isinstance(critic, FourierFeatureCritic) else critic
         base.load_state_dict(denoiser.state_dict())

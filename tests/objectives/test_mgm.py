@@ -403,23 +403,21 @@ def test_the_warm_up_trains_the_denoiser_with_the_si_loss_then_the_critic_starts
 
 def test_a_fourier_feature_critic_starts_as_its_base_and_as_the_denoisers_copy():
     torch.manual_seed(0)
-    objective, model = _warm(critic_features=32, critic_feature_scale=2.0)
+    objective, model = _warm(critic_features=32, critic_feature_scale=2.0, critic_hidden=16)
     critic = objective.critic
     assert isinstance(critic, FourierFeatureCritic)
     t, y = torch.rand(16), torch.randn(16, 2)
-    assert torch.equal(critic(t, y), critic.base(t, y))  # the features' weights start at zero
+    assert torch.equal(critic.branch(t, y), torch.zeros(16, 2))  # the branch's last layer starts at zero
     objective.begin_step(10, 100)
     assert torch.equal(critic(t, y), model.velocity(t, y))
     # The frequencies are a seeded draw, carried by the state dict: a rebuilt critic has the same ones.
-    again, _ = _warm(critic_features=32, critic_feature_scale=2.0)
-    assert torch.equal(again.critic.frequencies, critic.frequencies)
-    assert "frequencies" in critic.state_dict() and critic.frequencies.shape == (2, 32)
-    assert critic.frequencies.std().item() == pytest.approx(2 * math.pi * 2.0, rel=0.25)
-    # Once their weights move, the features change the critic, at high frequency in y.
-    with torch.no_grad():
-        critic.fourier.weight.normal_()
+    again, _ = _warm(critic_features=32, critic_feature_scale=2.0, critic_hidden=16)
+    assert torch.equal(again.critic.branch.frequencies, critic.branch.frequencies)
+    assert "branch.frequencies" in critic.state_dict()
+    assert critic.branch.frequencies.std().item() == pytest.approx(2 * math.pi * 2.0, rel=0.25)
+    # It learns: a critic step changes the branch (so the critic is no longer the denoiser).
+    objective.critic.branch.trunk[-1].weight.data.normal_()
     assert not torch.equal(critic(t, y), model.velocity(t, y))
-    assert critic.fourier.weight.shape == (critic.base.trunk[0].out_features, 64)
 
 
 def test_fourier_features_for_images_are_refused_naming_the_field():
