@@ -147,9 +147,7 @@ class InterpolantConfig(StrictModel):
 
     def without_gamma(self) -> InterpolantConfig:
         """The deterministic path under this interpolant (gamma none): what MGM's denoiser and its teacher train on."""
-        return self.model_copy(
-            update={"gamma": "none", "gamma_scale": InterpolantConfig.model_fields["gamma_scale"].default}
-        )
+        return self.model_copy(update={"gamma": "none"})
 
     def path_key(self) -> dict:
         """The fields that define the path: gamma_scale only matters with a gamma."""
