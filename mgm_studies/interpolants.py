@@ -91,6 +91,17 @@ class Interpolant:
             f"sigma0={self.sigma0})"
         )
 
+    def without_gamma(self) -> Interpolant:
+        """The same schedule and noise scale with no gamma term: the deterministic path (MGM's denoiser trains on it;
+        `InterpolantConfig.without_gamma` is its config-side twin)."""
+        return Interpolant(
+            self.schedule,
+            poly_power=self.poly_power,
+            vp_beta_min=self.vp_beta_min,
+            vp_beta_max=self.vp_beta_max,
+            sigma0=self.sigma0,
+        )
+
     # ------------------------------------------------------------------ schedule
     def _vp_T(self, u: Tensor) -> Tensor:
         return self.vp_beta_min * u + 0.5 * (self.vp_beta_max - self.vp_beta_min) * u.square()

@@ -190,3 +190,15 @@ def test_gaussian_velocity_is_finite_at_the_singular_end_of_vp():
     x = torch.randn(2, 3, dtype=torch.float64)
     velocity = interpolant.velocity_gaussian(t, x, torch.zeros(3, dtype=torch.float64), 0.5)
     assert torch.isfinite(velocity).all()
+
+
+@pytest.mark.parametrize("schedule", ["linear", "trig", "vp", "poly"])
+def test_without_gamma_keeps_the_schedule_and_drops_the_noise_term(schedule):
+    noisy = Interpolant(
+        schedule, "sqrt", gamma_scale=0.3, poly_power=3.0, vp_beta_min=0.2, vp_beta_max=10.0, sigma0=2.0
+    )
+    path = noisy.without_gamma()
+    t = torch.linspace(0.01, 0.99, 17)
+    for name in ("alpha", "beta", "alpha_dot", "beta_dot"):
+        assert torch.equal(getattr(path, name)(t), getattr(noisy, name)(t)), name
+    assert torch.equal(path.gamma(t), torch.zeros_like(t)) and path.sigma0 == 2.0 and path.gamma_kind == "none"

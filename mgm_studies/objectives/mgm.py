@@ -162,8 +162,7 @@ class MidpointGenerativeModel(Objective):
         self.generator: nn.Module | None = None  # the trained generator, set by attach
         self._critic_trained = False  # a critic step since the game began (after_step), for the collapse check
         # The warm-up trains on the schedule's deterministic path (no gamma): its data prediction is then exact.
-        path = Interpolant(interpolant.schedule, sigma0=interpolant.sigma0, **_schedule_options(interpolant))
-        self._denoising = StochasticInterpolantObjective(SIConfig(), path)
+        self._denoising = StochasticInterpolantObjective(SIConfig(), interpolant.without_gamma())
         self.model_kind = self._model_kind()
 
     def _model_kind(self) -> ModelKind:
@@ -369,12 +368,3 @@ def _load_teacher_weights(teacher: nn.Module | None, velocity: nn.Module) -> Non
     if not isinstance(teacher, nn.Module):
         raise RuntimeError("mgm's teacher is loaded by build_run (objective.teacher); none was given")
     velocity.load_state_dict(teacher.state_dict())
-
-
-def _schedule_options(interpolant: Interpolant) -> dict[str, float]:
-    """The schedule's own options of `interpolant` (poly power, VP betas), to rebuild its path without gamma."""
-    return {
-        "poly_power": interpolant.poly_power,
-        "vp_beta_min": interpolant.vp_beta_min,
-        "vp_beta_max": interpolant.vp_beta_max,
-    }
