@@ -21,5 +21,5 @@ class DenoisingGenerator(nn.Module):
         self.time, self.scale_x, self.scale_v = float(time), float(scale_x), float(scale_v)
 
     def forward(self, z: Tensor) -> Tensor:
-        t = torch.full((z.shape[0],), self.time, device=z.device, dtype=z.dtype)
+        t = torch.full((), self.time, device=z.device, dtype=z.dtype)  # one time: the velocity embeds it once
         return self.scale_x * z + self.scale_v * self.velocity(t, z)

@@ -33,6 +33,15 @@ def _batch_times(t: Tensor | float, x: Tensor) -> Tensor:
     return t.expand(x.shape[0]) if t.dim() == 0 else t
 
 
+def _time_features(time_net: nn.Module, t: Tensor | float, x: Tensor) -> Tensor:
+    """time_net of each sample's time, (B, features). One time for the whole batch (a scalar: a one-step generator at a
+    fixed time) is embedded once and broadcast, not B times: the same values, without B rows of embedding work."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.dim() == 0:
+        return time_net(t.reshape(1)).expand(x.shape[0], -1)
+    return time_net(t)
+
+
 def _trunk(in_features: int, dim: int, hidden: int, depth: int, activation: str) -> nn.Sequential:
     """`depth` blocks Linear + activation of width `hidden`, then a Linear back to `dim`."""
     layers: list[nn.Module] = []
@@ -74,8 +83,7 @@ class VelocityMLP(nn.Module):
         self.trunk = _trunk(dim + hidden, heads * dim, hidden, depth, activation)
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        features = self.time_net(_batch_times(t, x))
-        return self.trunk(torch.cat([x, features], dim=-1))
+        return self.trunk(torch.cat([x, _time_features(self.time_net, t, x)], dim=-1))
 
 
 class TwoTimeMLP(nn.Module):

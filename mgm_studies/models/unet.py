@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mgm_studies.models.embeddings import TimeEmbeddingKind, make_time_embedding
-from mgm_studies.models.mlp import TimePair, _batch_times
+from mgm_studies.models.mlp import TimePair, _batch_times, _time_features
 
 
 class _GroupNorm(nn.GroupNorm):
@@ -237,7 +237,7 @@ class VelocityUNet(nn.Module):
         self.time_net = nn.Sequential(make_time_embedding(time_embedding, embedding_dim), conditioning)
 
     def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
-        return self.unet(x, self.time_net(_batch_times(t, x)))
+        return self.unet(x, _time_features(self.time_net, t, x))
 
 
 class TwoTimeUNet(nn.Module):

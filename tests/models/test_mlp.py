@@ -115,6 +115,24 @@ def test_jvp_works_in_float32_with_a_joint_tangent_in_s_and_x():
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("time_embedding", ["sinusoidal", "fourier"])
+def test_one_time_for_the_batch_gives_the_per_sample_values_and_gradients(time_embedding):
+    # A scalar time is embedded once and broadcast (a one-step generator at a fixed time): same outputs and gradients.
+    torch.manual_seed(0)
+    model = VelocityMLP(3, time_embedding=time_embedding, **SMALL)
+    _, _, x = batch()
+    outputs, gradients = [], []
+    for t in (torch.tensor(0.3), torch.full((x.shape[0],), 0.3)):
+        model.zero_grad()
+        out = model(t, x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        gradients.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for scalar, per_sample in zip(*gradients, strict=True):
+        torch.testing.assert_close(scalar, per_sample)
+
+
 @pytest.mark.parametrize("cls", [VelocityMLP, TwoTimeMLP])
 def test_gradients_reach_every_parameter(cls):
     torch.manual_seed(0)
