@@ -71,7 +71,10 @@ class MGMConfig(StrictModel):
     generator_lr: float | None = Field(
         None, gt=0.0, description="the generator's in the game; None: train.optimizer.lr (which the warm-up uses)"
     )
-    adam_betas: tuple[_Beta, _Beta] | None = Field((0.0, 0.99), description="both optimisers; None: train's")
+    adam_betas: tuple[_Beta, _Beta] | None = Field(
+        (0.0, 0.99), description="the game's Adam betas (generator and critic); None: train's"
+    )
+    critic_adam_betas: tuple[_Beta, _Beta] | None = Field(None, description="the critic's own; None: adam_betas")
     critic_hidden: int = Field(256, ge=1, description="vectors without a denoising warm-up")
     critic_depth: int = Field(4, ge=1, description="vectors without a denoising warm-up")
     critic_features: int = Field(
@@ -221,8 +224,11 @@ class MidpointGenerativeModel(Objective):
     def optimizer_options(self, phase: str) -> dict[str, Any]:
         if phase == "denoise":  # plain si training, as the si baseline trains: train.optimizer as it is
             return {}
-        # Adam betas (0, 0.99) on both optimisers, as in the reference code.
-        options: dict[str, Any] = {} if self.config.adam_betas is None else {"betas": self.config.adam_betas}
+        # Adam betas (0, 0.99) on both optimisers, as in the reference code; the critic may have its own.
+        betas = self.config.adam_betas
+        if phase == "critic" and self.config.critic_adam_betas is not None:
+            betas = self.config.critic_adam_betas
+        options: dict[str, Any] = {} if betas is None else {"betas": betas}
         lr = self.config.critic_lr if phase == "critic" else self.config.generator_lr
         return options if lr is None else {**options, "lr": lr}
 

@@ -251,6 +251,9 @@ def test_optimizer_options_and_the_critic_network():
     assert objective.optimizer_options("critic") == {"lr": 3e-4, "betas": (0.0, 0.99)}
     assert objective.optimizer_options("model") == {"betas": (0.0, 0.99)}
     assert make_objective(adam_betas=None).optimizer_options("model") == {}
+    own = make_objective(critic_adam_betas=(0.5, 0.9))
+    assert own.optimizer_options("critic") == {"betas": (0.5, 0.9)}
+    assert own.optimizer_options("model") == {"betas": (0.0, 0.99)}
     with pytest.raises(RuntimeError, match="attach"):
         objective.networks()
     objective.attach(GeneratorMLP(3, hidden=8, depth=1), 3)
