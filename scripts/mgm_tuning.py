@@ -3,8 +3,9 @@
     .venv/bin/python scripts/mgm_tuning.py LABEL [KEY=VALUE ...]
 
 Trains one run in-process from the base of search_spaces/mgm_vs_si.yaml with MGM's recipe (warm-up 2000 of 4000,
-game lr 1e-4), applies `--set`-style overrides, and prints one JSON line: kl/nfe-1 and kl/nfe-4 at the end and
-kl/nfe-1 every 1000 steps. `data=pinwheel-file` uses the Parquet pinwheel the tuning ran on (5 arms, 20k points,
+game lr 1e-4), applies `--set`-style overrides, and prints one JSON line: kl/nfe-1 and kl/nfe-4 at the end, and at
+every evaluation (every 1000 steps; `eval.interval=...`) kl/nfe-1 and, with `objective.collapse_check_steps=200`, the
+collapse detector's figures. `data=pinwheel-file` uses the Parquet pinwheel the tuning ran on (5 arms, 20k points,
 written to pinwheel.parquet here once). E.g.
 `scripts/mgm_tuning.py rff data=pinwheel-file objective.critic_features=64`.
 """
@@ -49,6 +50,8 @@ BASE = {
     "eval": {"metrics": ["kl"], "steps": [1, 4], "num_samples": 20000, "interval": 1000},
 }
 PINWHEEL_FILE = Path("pinwheel.parquet")
+# The collapse detector's figures, printed as curves when objective.collapse_check_steps > 0.
+CHECKS = ("mgm/divergence_critic", "mgm/divergence_refit", "mgm/critic_r2")
 
 
 def write_pinwheel(path: Path) -> None:
@@ -73,9 +76,13 @@ def main() -> None:
     config = parse_run_config(apply_overrides(copy.deepcopy(BASE), overrides))
     reporter, started = RecordingReporter(), time.time()
     result = Trainer(config, reporter=reporter).run()
-    curve = [round(e.metrics["kl/nfe-1"], 3) for e in reporter.evaluations]
+    curves = {
+        f"{name} curve": [round(e.metrics[name], 4) if name in e.metrics else None for e in reporter.evaluations]
+        for name in ("kl/nfe-1", *CHECKS)
+    }
+    curves = {name: curve for name, curve in curves.items() if any(value is not None for value in curve)}
     row = {"label": label, "overrides": overrides, "status": result.status, "seconds": round(time.time() - started, 1)}
-    print(json.dumps({**row, **{k: result.metrics.get(k) for k in ("kl/nfe-1", "kl/nfe-4")}, "kl/nfe-1 curve": curve}))
+    print(json.dumps({**row, **{k: result.metrics.get(k) for k in ("kl/nfe-1", "kl/nfe-4")}, **curves}))
 
 
 if __name__ == "__main__":
