@@ -193,17 +193,16 @@ def _moons_run(objective: dict, steps: int = 1600, seed: int = 0) -> dict[str, f
 
 
 def test_mgm_with_its_warm_up_learns_moons_against_si_at_the_same_budget():
-    """MGM's recipe (half the steps a denoising warm-up, then the game against a Fourier-feature critic) against `si`
-    with the same network and total steps. Measured (seeds 0 / 1, about 17 s each with one thread): MGM kl/nfe-1
-    1.06 / 1.05 (without the critic's Fourier features 1.22 / 1.20); si kl/nfe-1 8.10 / 8.04, kl/nfe-4 0.94 / 0.97;
-    N(0, I) noise 1.51. At this small budget MGM does not reach si's four steps (the full-size study,
-    search_spaces/mgm_vs_si.yaml, does on some data sets); the bounds are looser than the figures: beat si's one step
-    and come within 1.5x of its four steps."""
-    recipe = {"name": "mgm", "denoiser_steps": 800, "critic_lr": 1e-4, "generator_lr": 1e-4, "critic_features": 64}
+    """MGM's recipe (half the steps a denoising warm-up, then the game against a Fourier-feature critic at ten times
+    the generator's learning rate) against `si` with the same network and total steps. Measured (seeds 0 / 1, about
+    17 s each with one thread): MGM kl/nfe-1 0.83 / 0.87; si kl/nfe-1 8.10 / 8.04, kl/nfe-4 0.94 / 0.97; N(0, I) noise
+    1.51. The recipe before it (critic at 1e-4) reached 1.06 / 1.05, and 1.22 / 1.20 without the Fourier features:
+    1.08x-1.13x si's four steps, which the second bound (looser than the 0.89x measured) refuses."""
+    recipe = {"name": "mgm", "denoiser_steps": 800, "critic_lr": 1e-3, "generator_lr": 1e-4, "critic_features": 64}
     mgm = _moons_run(recipe)
     si = _moons_run({"name": "si"})
     assert mgm["kl/nfe-1"] < si["kl/nfe-1"], (mgm, si)
-    assert mgm["kl/nfe-1"] < 1.5 * si["kl/nfe-4"], (mgm, si)
+    assert mgm["kl/nfe-1"] < 1.05 * si["kl/nfe-4"], (mgm, si)
 
 
 LEARN_MODEL = {"hidden": 128, "depth": 3}
