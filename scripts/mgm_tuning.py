@@ -2,11 +2,13 @@
 
     .venv/bin/python scripts/mgm_tuning.py LABEL [KEY=VALUE ...]
 
-Trains one run in-process from the base of search_spaces/mgm_vs_si.yaml with MGM's recipe (warm-up 2000 of 4000,
-game lr 1e-4), applies `--set`-style overrides, and prints one JSON line: kl/nfe-1 and kl/nfe-4 at the end, and at
-every evaluation (every 1000 steps; `eval.interval=...`) kl/nfe-1 and, with `objective.collapse_check_steps=200`, the
-collapse detector's figures. `data=pinwheel-file` uses the Parquet pinwheel the tuning ran on (5 arms, 20k points,
-written to pinwheel.parquet here once). E.g.
+Trains one run in-process from the base of search_spaces/mgm_vs_si.yaml with MGM's recipe as the tuning began (warm-up
+2000 of 4000, generator and critic at lr 1e-4, no Fourier features: the README's pinwheel figures are this base with
+their overrides; the shipped recipe is `objective.critic_features=64 objective.critic_lr=1e-3`), applies `--set`-style
+overrides, and prints one JSON line: kl/nfe-1 and kl/nfe-4 at the end, and at every evaluation (every 1000 steps;
+`eval.interval=...`) kl/nfe-1 and, with `objective.collapse_check_steps=200`, the collapse detector's figures.
+`data=pinwheel-file` uses the Parquet pinwheel the tuning ran on (5 arms, 20k points, written to pinwheel.parquet here
+once). E.g.
 `scripts/mgm_tuning.py rff data=pinwheel-file objective.critic_features=64`.
 """
 
