@@ -12,7 +12,7 @@ import math
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from mgm_studies.interpolants import Interpolant
@@ -22,6 +22,8 @@ from mgm_studies.objectives.teacher_config import TeacherConfig
 from mgm_studies.sampling import VelocityFn
 
 IntermediateTime = Literal["t_minus_tau", "s_plus_tau", "uniform"]
+# What `t_minus_tau` and `s_plus_tau` do with a pair no longer than tau (see `intermediate_times`).
+ShortPairs = Literal["clamp", "relative", "skip"]
 
 # Below this t - r, a difference quotient over [r, t] loses about eps_float32 * (t - s) / (t - r) > 1e-4 of its
 # value to cancellation (spec 4: "never divide by zero"): such a sample drops the quotient (see the objectives).
@@ -33,12 +35,27 @@ class IntermediateTimeConfig(FlowMapConfig):
 
     intermediate_time: IntermediateTime = "t_minus_tau"
     tau: float = Field(0.1, gt=0.0, le=1.0, description="t_minus_tau / s_plus_tau: the length of the split-off piece")
+    short_pairs: ShortPairs = Field(
+        "clamp",
+        description="t_minus_tau / s_plus_tau on pairs with t - s <= tau: clamp (r = s or r = t: no split), relative "
+        "(tau is a fraction of the pair: r = t - tau (t - s) or s + tau (t - s), every pair split), skip (such pairs "
+        "leave the batch, the others re-weighted); uniform has no short pairs",
+    )
     # 0.9, not the 0.999 usual for evaluation EMAs: the target bootstraps the model from itself, and a slow target
     # stalls it. Measured on the checkerboard (1500 steps, t_minus_tau): kl/nfe-1 0.82 / 0.62 / 2.25 / 3.4 for decays
     # 0 / 0.9 / 0.99 / 0.999 (the last stuck at its initial level through 2000 steps).
     target_ema: float = Field(
         0.9, ge=0.0, lt=1.0, description="EMA decay of the target network (0: a copy of the weights of every step)"
     )
+
+    @model_validator(mode="after")
+    def _relative_tau_inside_the_pair(self) -> IntermediateTimeConfig:
+        if self.short_pairs == "relative" and self.tau >= 1.0:
+            raise ValueError(
+                f"with short_pairs 'relative', tau is a fraction of the pair and must be < 1 (got {self.tau}): "
+                "tau = 1 puts r on an end of every pair"
+            )
+        return self
 
 
 class ITVMConfig(IntermediateTimeConfig):
@@ -50,20 +67,47 @@ class ITVMConfig(IntermediateTimeConfig):
 
 
 def intermediate_times(
-    strategy: IntermediateTime, s: Tensor, t: Tensor, tau: float, generator: torch.Generator
+    strategy: IntermediateTime,
+    s: Tensor,
+    t: Tensor,
+    tau: float,
+    generator: torch.Generator,
+    short_pairs: ShortPairs = "clamp",
 ) -> Tensor:
     """r (B,) in [s, t] for pairs s <= t (B,) (spec 4).
 
     `t_minus_tau`: r = max(s, t - tau), so t - r = min(tau, t - s); `s_plus_tau`: r = min(t, s + tau), so
     r - s = min(tau, t - s) (and r = t when t - s <= tau); `uniform`: r ~ U(s, t), drawn from `generator`.
+    With `short_pairs` "relative" tau (< 1) is a fraction of the pair: r = t - tau (t - s), or r = s + tau (t - s),
+    strictly inside every pair s < t. "skip" draws r as "clamp" does (`short_pair_weights` drops those pairs).
     """
+    relative = short_pairs == "relative"
     if strategy == "t_minus_tau":
-        return torch.maximum(s, t - tau)
+        return t - tau * (t - s) if relative else torch.maximum(s, t - tau)
     if strategy == "s_plus_tau":
-        return torch.minimum(t, s + tau)
+        return s + tau * (t - s) if relative else torch.minimum(t, s + tau)
     if strategy == "uniform":
         return s + (t - s) * torch.rand(s.shape, generator=generator, device=s.device, dtype=s.dtype)
     raise ValueError(f"unknown intermediate_time {strategy!r}")
+
+
+def short_pairs_of(strategy: IntermediateTime, s: Tensor, t: Tensor, tau: float, short_pairs: ShortPairs) -> Tensor:
+    """Which pairs (B,) bool the strategy cannot split: t - s <= tau under `t_minus_tau` / `s_plus_tau` with "clamp"
+    (r = s: the terminal term then matches the model to its own EMA over the whole pair, with no teacher signal;
+    or r = t) or "skip" (dropped). None with "relative" or `uniform`. For a sorted pair of uniforms on [0, 1] the
+    fraction is 1 - (1 - tau)^2: 36% at tau 0.2, 19% at 0.1."""
+    if strategy == "uniform" or short_pairs == "relative":
+        return torch.zeros_like(s, dtype=torch.bool)
+    return t - s <= tau
+
+
+def short_pair_weights(short: Tensor, short_pairs: ShortPairs, dtype: torch.dtype) -> Tensor | None:
+    """Per-sample weights (B,) of "skip": 0 on short pairs, n / n_kept on the others (the off-diagonal part of the
+    batch keeps its total weight); None for the other handlings (nothing re-weighted)."""
+    if short_pairs != "skip":
+        return None
+    kept = (~short).to(dtype)
+    return kept * short.numel() / kept.sum().clamp(min=1)
 
 
 class EMATarget:
@@ -141,6 +185,9 @@ class InitialTerminalVelocityMatching(TargetNetworkHooks, FlowMapObjective):
     inf or NaN reaches the gradients. `loss/terminal` averages over the samples that keep the term.
     The numerator is formed as (t - s) u(s, t, x_s) - (r - s) u(s, r, x_s): x_s cancels exactly.
 
+    `short_pairs` "skip": a pair with t - s <= tau (`short_pairs_of`) pays neither term and the others are weighted
+    n / n_kept; "relative" splits every pair strictly inside (`intermediate_times`).
+
     Before the trainer calls `attach(model, dim)` there is no target network, and the loss raises.
     """
 
@@ -165,7 +212,8 @@ class InitialTerminalVelocityMatching(TargetNetworkHooks, FlowMapObjective):
         """Both residuals side by side, (B', 2 * prod(data_shape)), each scaled by the square root of its weight:
         the base's squared norm of it is lambda_I L_I + lambda_T L_T."""
         config = self.config
-        r = intermediate_times(config.intermediate_time, s, t, config.tau, generator)
+        r = intermediate_times(config.intermediate_time, s, t, config.tau, generator, config.short_pairs)
+        short = short_pairs_of(config.intermediate_time, s, t, config.tau, config.short_pairs)
         initial = model(s, s, xs) - self.teacher_velocity(s, xs)
 
         gap = t - r
@@ -185,11 +233,14 @@ class InitialTerminalVelocityMatching(TargetNetworkHooks, FlowMapObjective):
             "loss/terminal": terminal_loss.sum() / has_terminal.sum().clamp(min=1),
             "time/t_minus_r": gap.detach().mean(),
             "time/terminal_fraction": has_terminal.to(xs.dtype).mean(),
+            "time/short_pair_fraction": short.to(xs.dtype).mean(),
         }
-        return torch.cat(
+        residual = torch.cat(
             [
                 math.sqrt(config.lambda_initial) * initial.flatten(1),
                 math.sqrt(config.lambda_terminal) * terminal.flatten(1),
             ],
             dim=1,
         )
+        weights = short_pair_weights(short, config.short_pairs, residual.dtype)
+        return residual if weights is None else residual * weights.sqrt()[:, None]

@@ -20,6 +20,8 @@ from mgm_studies.objectives.itvm import (
     IntermediateTimeConfig,
     TargetNetworkHooks,
     intermediate_times,
+    short_pair_weights,
+    short_pairs_of,
 )
 from mgm_studies.objectives.teacher_config import TeacherConfig
 from mgm_studies.sampling import VelocityFn
@@ -70,7 +72,9 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
     (t - s) u(s, t, x_s). Where t - s <= MIN_GAP the quotient is ill-defined and the target velocity falls back to its
     one-piece form (one Heun step of the teacher over [s, t], or u_ema(s, t, x_s)). The intermediate time r follows
     `intermediate_time` (spec 4). Diagonal samples regress u(t, t, x_t) on the teacher with reference `teacher`, on
-    dI(t) with reference `ema` (self-distillation).
+    dI(t) with reference `ema` (self-distillation). `short_pairs` as for ITVM (`itvm.short_pairs_of`): with
+    `t_minus_tau` and "clamp" a pair with t - s <= tau has r = s, a target that is the reference map over the whole
+    pair; "relative" splits it, "skip" drops it and re-weights the rest.
 
     `needs_teacher` is decided per config: the class attribute stays False (an `ema` run loads no teacher) and the
     instance says True for reference `teacher`. With reference `ema`, `attach` must be called before the loss.
@@ -82,6 +86,7 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
         super().__init__(config, interpolant, teacher)
         self.needs_teacher = config.reference == "teacher"  # type: ignore[misc]  # per config, see the docstring
         self.target = EMATarget(config.target_ema)
+        self._short_fraction: Tensor | None = None  # of the last off-diagonal batch, for the diagnostics
 
     def attach(self, model: nn.Module, shape: int | tuple[int, ...], build=None) -> None:
         if self.config.reference == "ema":  # a teacher reference holds no network
@@ -101,7 +106,11 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
     def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
         if self.config.reference == "ema":
             self.target.network  # noqa: B018 -- raises before `attach`, whatever the batch holds
-        return super().__call__(model, x1, generator)
+        output = super().__call__(model, x1, generator)
+        if self._short_fraction is not None:
+            output.diagnostics["time/short_pair_fraction"] = self._short_fraction
+            self._short_fraction = None
+        return output
 
     def reference_map(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
         """Xc(s, t, x), no gradient: K Heun steps of the teacher, or the EMA target's flow map."""
@@ -121,7 +130,10 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
     def offdiagonal_residual(
         self, model: nn.Module, s: Tensor, t: Tensor, xs: Tensor, generator: torch.Generator
     ) -> Tensor:
-        r = intermediate_times(self.config.intermediate_time, s, t, self.config.tau, generator)
+        config = self.config
+        r = intermediate_times(config.intermediate_time, s, t, config.tau, generator, config.short_pairs)
+        short = short_pairs_of(config.intermediate_time, s, t, config.tau, config.short_pairs)
+        self._short_fraction = short.to(xs.dtype).mean()
         with torch.no_grad():
             target = self.reference_map(r, t, self.reference_map(s, r, xs))
             gap = t - s
@@ -132,4 +144,6 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
                 (target - xs) / per_sample(safe_gap, xs),
                 self.reference_average_velocity(s, t, xs),
             )
-        return model(s, t, xs) - target_velocity
+        residual = model(s, t, xs) - target_velocity
+        weights = short_pair_weights(short, config.short_pairs, residual.dtype)
+        return residual if weights is None else residual * per_sample(weights.sqrt(), residual)

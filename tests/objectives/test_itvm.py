@@ -11,7 +11,7 @@ from mgm_studies.interpolants import Interpolant
 from mgm_studies.models.mlp import TwoTimeMLP, VelocityMLP
 from mgm_studies.objectives import ObjectiveConfig, build_objective
 from mgm_studies.objectives.flow_map_base import sample_pairs
-from mgm_studies.objectives.itvm import intermediate_times
+from mgm_studies.objectives.itvm import intermediate_times, short_pairs_of
 from mgm_studies.objectives.si import SIConfig
 
 STRATEGIES = ["t_minus_tau", "s_plus_tau", "uniform"]
@@ -93,6 +93,58 @@ def test_intermediate_times_follow_their_strategy(tau):
     torch.testing.assert_close(r["s_plus_tau"] - s, short, atol=1e-6, rtol=0)
     fraction = (r["uniform"] - s) / (t - s)
     assert abs(fraction.mean().item() - 0.5) < 0.01 and abs(fraction.var().item() - 1 / 12) < 0.005
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.3, 0.9])
+def test_relative_tau_splits_every_pair_strictly_inside_it(tau):
+    g = torch.Generator().manual_seed(0)
+    s, t = (v.double() for v in sample_pairs(20_000, None, 0.0, 1.0, g, torch.device("cpu")))
+    for strategy, piece in (("t_minus_tau", lambda r: t - r), ("s_plus_tau", lambda r: r - s)):
+        r = intermediate_times(strategy, s, t, tau, g, "relative")
+        assert (s < r).all() and (r < t).all()
+        torch.testing.assert_close(piece(r), tau * (t - s))
+        assert not short_pairs_of(strategy, s, t, tau, "relative").any()
+        # "skip" draws r as "clamp" does; only the weights differ
+        torch.testing.assert_close(
+            intermediate_times(strategy, s, t, tau, g, "skip"), intermediate_times(strategy, s, t, tau, g)
+        )
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.2])
+def test_the_short_pair_fraction_matches_its_closed_form(interpolant, tau):
+    """Sorted uniform pairs on [lo, hi]: P(t - s <= tau) = 1 - (1 - tau / (hi - lo))^2 (0.36 at tau 0.2 on [0, 1])."""
+    g = torch.Generator().manual_seed(0)
+    s, t = sample_pairs(200_000, None, 0.0, 1.0, g, torch.device("cpu"))
+    assert abs(short_pairs_of("t_minus_tau", s, t, tau, "clamp").double().mean().item() - (2 * tau - tau**2)) < 0.005
+    assert not short_pairs_of("uniform", s, t, tau, "clamp").any()
+    model, teacher = small_models()
+    objective = itvm(interpolant, teacher, model, eta=0.0, tau=tau)
+    width = 1 - 2 * objective.config.time_law.t_eps
+    output = objective(model, data(20_000), torch.Generator().manual_seed(4))
+    expected = 1 - (1 - tau / width) ** 2
+    assert abs(output.diagnostics["time/short_pair_fraction"].item() - expected) < 0.015
+
+
+@pytest.mark.parametrize("strategy", ["t_minus_tau", "s_plus_tau"])
+def test_skip_drops_the_short_pairs_and_reweights_the_others(interpolant, strategy):
+    """Same draws as clamp; short pairs (a zero row) leave the batch and the others carry its weight: the mean loss
+    is clamp's mean over the kept pairs."""
+    model, teacher = small_models()
+    x1 = data(2000)
+
+    def loss(handling):
+        objective = itvm(
+            interpolant, teacher, model, eta=0.0, tau=0.3, intermediate_time=strategy, short_pairs=handling
+        )
+        output = objective(model, x1, torch.Generator().manual_seed(5))
+        return output.loss.detach(), output.diagnostics["time/short_pair_fraction"].item()
+
+    (clamp, fraction), (skip, skip_fraction) = loss("clamp"), loss("skip")
+    kept = skip > 0
+    assert fraction == skip_fraction and abs((1 - kept.double().mean().item()) - fraction) < 1e-6
+    assert 0.4 < fraction < 0.6  # 1 - (1 - 0.3 / 0.99)^2 = 0.514
+    torch.testing.assert_close(skip[kept], clamp[kept] * len(skip) / kept.sum())
+    torch.testing.assert_close(skip.mean(), clamp[kept].mean())
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -219,6 +271,8 @@ def test_config_rejects_bad_options():
         {"name": "itvm", "teacher": teacher, "lambda_terminal": -1.0},
         {"name": "itvm", "teacher": teacher, "intermediate_time": "midpoint"},
         {"name": "itvm", "teacher": teacher, "derivative": "jvp"},
+        {"name": "itvm", "teacher": teacher, "short_pairs": "relative", "tau": 1.0},
+        {"name": "itvm", "teacher": teacher, "short_pairs": "drop"},
     ):
         with pytest.raises(pydantic.ValidationError):
             adapter.validate_python(bad)

@@ -85,7 +85,7 @@ def test_forward_and_backward_reach_every_parameter_and_never_the_teacher_or_the
     objective = pfmm(interpolant, teacher if reference == "teacher" else None, model, reference=reference)
     output = objective(model, data(16), torch.Generator().manual_seed(2))
     assert output.loss.shape == (16,) and torch.isfinite(output.loss).all()
-    assert set(output.diagnostics) == {"loss/diagonal", "loss/offdiagonal"}
+    assert set(output.diagnostics) == {"loss/diagonal", "loss/offdiagonal", "time/short_pair_fraction"}
     output.loss.mean().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
@@ -129,3 +129,22 @@ def test_config_names_a_teacher_exactly_when_the_reference_is_the_teacher():
     ):
         with pytest.raises(pydantic.ValidationError):
             adapter.validate_python(bad)
+
+
+@pytest.mark.parametrize("reference", ["teacher", "ema"])
+def test_short_pairs_are_logged_and_skip_reweights_the_kept_pairs(interpolant, reference):
+    """pfmm with t_minus_tau at tau 0.3: about half the pairs are short (r = s under clamp); skip zeroes their rows and
+    scales the others by n / n_kept; relative splits them all."""
+    model, teacher = small_models()
+    x1 = data(2000)
+
+    def run(handling):
+        objective = pfmm(interpolant, teacher, model, reference=reference, eta=0.0, tau=0.3, short_pairs=handling)
+        output = objective(model, x1, torch.Generator().manual_seed(5))
+        return output.loss.detach(), output.diagnostics["time/short_pair_fraction"].item()
+
+    (clamp, fraction), (skip, _), (_, relative_fraction) = run("clamp"), run("skip"), run("relative")
+    kept = skip > 0
+    assert 0.4 < fraction < 0.6 and relative_fraction == 0
+    assert abs((1 - kept.double().mean().item()) - fraction) < 1e-6
+    torch.testing.assert_close(skip[kept], clamp[kept] * len(skip) / kept.sum())
