@@ -79,7 +79,7 @@ def intermediate_times(
     `t_minus_tau`: r = max(s, t - tau), so t - r = min(tau, t - s); `s_plus_tau`: r = min(t, s + tau), so
     r - s = min(tau, t - s) (and r = t when t - s <= tau); `uniform`: r ~ U(s, t), drawn from `generator`.
     With `short_pairs` "relative" tau (< 1) is a fraction of the pair: r = t - tau (t - s), or r = s + tau (t - s),
-    strictly inside every pair s < t. "skip" draws r as "clamp" does (`short_pair_weights` drops those pairs).
+    strictly inside every pair s < t. "skip" draws r as "clamp" does (`weigh_short_pairs` drops those pairs).
     """
     relative = short_pairs == "relative"
     if strategy == "t_minus_tau":
@@ -101,13 +101,24 @@ def short_pairs_of(strategy: IntermediateTime, s: Tensor, t: Tensor, tau: float,
     return t - s <= tau
 
 
-def short_pair_weights(short: Tensor, short_pairs: ShortPairs, dtype: torch.dtype) -> Tensor | None:
-    """Per-sample weights (B,) of "skip": 0 on short pairs, n / n_kept on the others (the off-diagonal part of the
-    batch keeps its total weight); None for the other handlings (nothing re-weighted)."""
+def split_pairs(
+    config: IntermediateTimeConfig, s: Tensor, t: Tensor, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """The intermediate times r (B,) of pairs s <= t (B,) under the config's strategy, tau and short-pair handling, and
+    which pairs are short (B,) bool (`short_pairs_of`): what ITVM and pfmm both split their pairs with."""
+    strategy, tau = config.intermediate_time, config.tau
+    r = intermediate_times(strategy, s, t, tau, generator, config.short_pairs)
+    return r, short_pairs_of(strategy, s, t, tau, config.short_pairs)
+
+
+def weigh_short_pairs(residual: Tensor, short: Tensor, short_pairs: ShortPairs) -> Tensor:
+    """The off-diagonal residual (B, ...) as the loss should see it: with "skip", the rows of short pairs are zeroed
+    and the others scaled by sqrt(n / n_kept), so that their squared norms carry the batch's total weight; with the
+    other handlings, unchanged."""
     if short_pairs != "skip":
-        return None
-    kept = (~short).to(dtype)
-    return kept * short.numel() / kept.sum().clamp(min=1)
+        return residual
+    kept = (~short).to(residual.dtype)
+    return residual * per_sample((kept * short.numel() / kept.sum().clamp(min=1)).sqrt(), residual)
 
 
 class EMATarget:
@@ -212,8 +223,7 @@ class InitialTerminalVelocityMatching(TargetNetworkHooks, FlowMapObjective):
         """Both residuals side by side, (B', 2 * prod(data_shape)), each scaled by the square root of its weight:
         the base's squared norm of it is lambda_I L_I + lambda_T L_T."""
         config = self.config
-        r = intermediate_times(config.intermediate_time, s, t, config.tau, generator, config.short_pairs)
-        short = short_pairs_of(config.intermediate_time, s, t, config.tau, config.short_pairs)
+        r, short = split_pairs(config, s, t, generator)
         initial = model(s, s, xs) - self.teacher_velocity(s, xs)
 
         gap = t - r
@@ -242,5 +252,4 @@ class InitialTerminalVelocityMatching(TargetNetworkHooks, FlowMapObjective):
             ],
             dim=1,
         )
-        weights = short_pair_weights(short, config.short_pairs, residual.dtype)
-        return residual if weights is None else residual * weights.sqrt()[:, None]
+        return weigh_short_pairs(residual, short, config.short_pairs)

@@ -19,9 +19,8 @@ from mgm_studies.objectives.itvm import (
     EMATarget,
     IntermediateTimeConfig,
     TargetNetworkHooks,
-    intermediate_times,
-    short_pair_weights,
-    short_pairs_of,
+    split_pairs,
+    weigh_short_pairs,
 )
 from mgm_studies.objectives.teacher_config import TeacherConfig
 from mgm_studies.sampling import VelocityFn
@@ -130,9 +129,7 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
     def offdiagonal_residual(
         self, model: nn.Module, s: Tensor, t: Tensor, xs: Tensor, generator: torch.Generator
     ) -> Tensor:
-        config = self.config
-        r = intermediate_times(config.intermediate_time, s, t, config.tau, generator, config.short_pairs)
-        short = short_pairs_of(config.intermediate_time, s, t, config.tau, config.short_pairs)
+        r, short = split_pairs(self.config, s, t, generator)
         self._short_fraction = short.to(xs.dtype).mean()
         with torch.no_grad():
             target = self.reference_map(r, t, self.reference_map(s, r, xs))
@@ -144,6 +141,4 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
                 (target - xs) / per_sample(safe_gap, xs),
                 self.reference_average_velocity(s, t, xs),
             )
-        residual = model(s, t, xs) - target_velocity
-        weights = short_pair_weights(short, config.short_pairs, residual.dtype)
-        return residual if weights is None else residual * per_sample(weights.sqrt(), residual)
+        return weigh_short_pairs(model(s, t, xs) - target_velocity, short, self.config.short_pairs)
