@@ -86,7 +86,7 @@ def test_intermediate_times_follow_their_strategy(tau):
     g = torch.Generator().manual_seed(0)
     s, t = sample_pairs(20_000, None, 0.0, 1.0, g, torch.device("cpu"))
     short = torch.minimum(torch.full_like(s, tau), t - s)
-    r = {strategy: intermediate_times(strategy, s, t, tau, g) for strategy in STRATEGIES}
+    r = {strategy: intermediate_times(strategy, s, t, tau, g, "clamp") for strategy in STRATEGIES}
     for value in r.values():
         assert (s <= value).all() and (value <= t).all()
     torch.testing.assert_close(t - r["t_minus_tau"], short, atol=1e-6, rtol=0)
@@ -106,7 +106,7 @@ def test_relative_tau_splits_every_pair_strictly_inside_it(tau):
         assert not short_pairs_of(strategy, s, t, tau, "relative").any()
         # "skip" draws r as "clamp" does; only the weights differ
         torch.testing.assert_close(
-            intermediate_times(strategy, s, t, tau, g, "skip"), intermediate_times(strategy, s, t, tau, g)
+            intermediate_times(strategy, s, t, tau, g, "skip"), intermediate_times(strategy, s, t, tau, g, "clamp")
         )
 
 
@@ -118,7 +118,7 @@ def test_the_short_pair_fraction_matches_its_closed_form(interpolant, tau):
     assert abs(short_pairs_of("t_minus_tau", s, t, tau, "clamp").double().mean().item() - (2 * tau - tau**2)) < 0.005
     assert not short_pairs_of("uniform", s, t, tau, "clamp").any()
     model, teacher = small_models()
-    objective = itvm(interpolant, teacher, model, eta=0.0, tau=tau)
+    objective = itvm(interpolant, teacher, model, eta=0.0, tau=tau, short_pairs="clamp")
     width = 1 - 2 * objective.config.time_law.t_eps
     output = objective(model, data(20_000), torch.Generator().manual_seed(4))
     expected = 1 - (1 - tau / width) ** 2
@@ -147,17 +147,21 @@ def test_skip_drops_the_short_pairs_and_reweights_the_others(interpolant, strate
     torch.testing.assert_close(skip.mean(), clamp[kept].mean())
 
 
+@pytest.mark.parametrize("short_pairs", ["clamp", "relative"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_pairs_shorter_than_tau_give_finite_losses_and_gradients(interpolant, strategy):
-    """max_gap 0.05 < tau = 0.1: s_plus_tau puts r = t on every pair, so only the initial term is left."""
+def test_pairs_shorter_than_tau_give_finite_losses_and_gradients(interpolant, strategy, short_pairs):
+    """max_gap 0.05 < tau = 0.1: under clamp s_plus_tau puts r = t on every pair, so only the initial term is left;
+    under relative (the default) every pair is split and keeps its terminal term."""
     model, teacher = small_models()
-    objective = itvm(interpolant, teacher, model, eta=0.0, max_gap=0.05, tau=0.1, intermediate_time=strategy)
+    objective = itvm(
+        interpolant, teacher, model, eta=0.0, max_gap=0.05, tau=0.1, intermediate_time=strategy, short_pairs=short_pairs
+    )
     output = objective(model, data(64), torch.Generator().manual_seed(2))
     output.loss.mean().backward()
     assert torch.isfinite(output.loss).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     assert all(torch.isfinite(value) for value in output.diagnostics.values())
-    if strategy == "s_plus_tau":
+    if strategy == "s_plus_tau" and short_pairs == "clamp":
         assert output.diagnostics["time/t_minus_r"] == 0 and output.diagnostics["time/terminal_fraction"] == 0
         torch.testing.assert_close(output.loss.mean().detach(), output.diagnostics["loss/initial"])
     else:
