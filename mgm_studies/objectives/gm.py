@@ -28,12 +28,18 @@ from mgm_studies.configbase import MAX_SEED, StrictModel
 from mgm_studies.interpolants import Interpolant, PathSample
 from mgm_studies.objectives.base import ModelKind, Objective, ObjectiveOutput, VelocityHeads
 from mgm_studies.objectives.gm_path import JumpBins, conditional_rate
-from mgm_studies.objectives.gm_sampling import GeneratorHeads, sampling_generator, superposition
+from mgm_studies.objectives.gm_sampling import GeneratorHeads, JumpStep, sampling_generator, superposition
 from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
 from mgm_studies.sampling import SAMPLERS, SampleResult, VelocityFn
 
 _SEED = Field(
     0, ge=0, le=MAX_SEED, description="seeds the jump noise of sampling (with a fingerprint of the noise batch)"
+)
+_JUMP_STEP = Field(
+    "exponential",
+    description="a step's jump probability from the rate lambda: exponential 1 - exp(-h lambda) (default), bernoulli "
+    "min(1, h lambda) (the paper's Algorithm 2), scheduler 1 - ((1 - t - h) / (1 - t))^((1 - t) lambda) "
+    "(our reading of the paper's jump scheduler R_{t,t+h}; gm_sampling.jump_probability)",
 )
 # Model-output entries per sampling sub-batch (heads x entries x rows): about 256 MB in float32 (images with many bins).
 _SAMPLE_ELEMENTS = 2**26
@@ -46,10 +52,12 @@ class GMFlowSampler(StrictModel):
 
 
 class GMJumpSampler(StrictModel):
-    """Euler for jumps: in a step of size h an entry jumps with probability 1 - exp(-h lambda). NFE = steps."""
+    """Euler for jumps: in a step of size h an entry jumps with probability 1 - exp(-h lambda) (`jump_step`: or
+    min(1, h lambda), or the jump scheduler). NFE = steps."""
 
     name: Literal["euler"] = "euler"
     seed: int = _SEED
+    jump_step: JumpStep = _JUMP_STEP
 
 
 class GMSuperpositionSampler(StrictModel):
@@ -59,6 +67,7 @@ class GMSuperpositionSampler(StrictModel):
     name: Literal["euler", "heun"] = "euler"
     superposition_weight: float = Field(0.5, ge=0.0, le=1.0, description="a: 1 is pure flow, 0 pure jump")
     seed: int = _SEED
+    jump_step: JumpStep = _JUMP_STEP
 
 
 class _GMConfig(StrictModel):
@@ -180,6 +189,7 @@ class _GeneratorMatching(Objective):
                 generator=sampling_generator(sampler.seed, part),
                 heun=sampler.name == "heun",
                 t_max=self.config.t_max,
+                jump_step=sampler.jump_step,
             )
             for part in x0.split(rows)
         ]

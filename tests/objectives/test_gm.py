@@ -183,6 +183,8 @@ BAD = [
     ({"objective": {"name": "gm_superposition", "sampler": {"superposition_weight": 1.5}}}, "superposition_weight"),
     ({"objective": {"name": "gm_superposition", "sampler": {"superposition_weight": -0.1}}}, "superposition_weight"),
     ({"objective": {"name": "gm_jump", "sampler": {"name": "heun"}}}, "objective.sampler.name"),
+    ({"objective": {"name": "gm_jump", "sampler": {"jump_step": "poisson"}}}, "objective.sampler.jump_step"),
+    ({"objective": {"name": "gm_superposition", "sampler": {"jump_step": "kappa"}}}, "objective.sampler.jump_step"),
     ({"objective": {"name": "gm_jump", "value_range": [2.0, -2.0]}}, "objective.value_range"),
     ({"objective": {"name": "gm_flow"}, "interpolant": {"schedule": "trig"}}, "interpolant.schedule"),
     ({"objective": {"name": "gm_jump"}, "interpolant": {"gamma": "sin2"}}, "interpolant.gamma"),
@@ -219,6 +221,7 @@ def test_the_shipped_space_validates_and_the_gm_axes_are_sweepable(tmp_path, cap
             "objective.bins": {"grid": [16, 64]},
             "objective.sampler.superposition_weight": {"grid": [0.0, 0.5, 1.0]},
             "objective.sampler.name": {"grid": ["euler", "heun"]},
+            "objective.sampler.jump_step": {"grid": ["exponential", "bernoulli", "scheduler"]},
             "eval.steps": {"grid": [[8], [8, 64]]},
         },
     }
