@@ -18,6 +18,7 @@ from mgm_studies.config import (
 from mgm_studies.configbase import ConfigError
 from mgm_studies.data import DataError, FileData, GaussianData, VectorDataset, data_shape, make_toy_dataset
 from mgm_studies.interpolants import Interpolant
+from mgm_studies.metrics.kl_paper import kl_paper_data_masses
 from mgm_studies.models import GeneratorMLP, TwoTimeMLP, VelocityMLP
 from mgm_studies.models.denoising_generator import DenoisingGenerator
 from mgm_studies.objectives import Objective, VelocityHeads, build_objective
@@ -27,7 +28,8 @@ from mgm_studies.objectives.base import DenoisingGeneratorKind
 def build_dataset(config: RunConfig) -> VectorDataset:
     """The run's data; a bad file or option is a ConfigError naming `data.<field>`.
 
-    Also checks what the data must support for the requested metrics (KL needs a histogram, so d <= 2).
+    Also checks what the data must support for the requested metrics (KL needs a histogram, so d <= 2; `kl_paper`
+    2-D data with exact cell masses).
     """
     data = config.data
     try:
@@ -50,6 +52,11 @@ def build_dataset(config: RunConfig) -> VectorDataset:
             f"'kl' is a histogram KL defined for data of dimension 1 or 2; this data has dimension {dataset.dim} "
             "(use sw2 or mmd)",
         )
+    if "kl_paper" in config.eval.metrics:
+        try:
+            kl_paper_data_masses(dataset)
+        except ValueError as exc:
+            raise ConfigError.single("eval.metrics", str(exc)) from None
     image = len(data_shape(dataset)) == 3
     for metric in ("fid", "kid"):
         if metric in config.eval.metrics and not image:

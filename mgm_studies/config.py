@@ -13,7 +13,16 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mgm_studies.configbase import ConfigError, Seed, StrictModel, quote
 from mgm_studies.interpolants import Interpolant
@@ -35,7 +44,7 @@ EmbeddingDim = Annotated[int, Field(ge=1), AfterValidator(_even)]  # time embedd
 
 # ---------------------------------------------------------------- data
 class ToyDataConfig(StrictModel):
-    name: Literal["checkerboard", "moons", "eight_gaussians", "spirals", "rings", "pinwheel"]
+    name: Literal["checkerboard", "checkerboard_paper", "moons", "eight_gaussians", "spirals", "rings", "pinwheel"]
 
 
 class GaussianDataConfig(StrictModel):
@@ -170,7 +179,10 @@ class InterpolantConfig(StrictModel):
 
 # ---------------------------------------------------------------- training
 class OptimizerConfig(StrictModel):
-    name: Literal["adam", "adamw"] = "adam"
+    """Adam, AdamW or RAdam (torch.optim; `radam` is the flow-map paper's, arXiv 2505.18825 Table 2). Adam's and
+    RAdam's `weight_decay` is an L2 term in the gradient, AdamW's is decoupled."""
+
+    name: Literal["adam", "adamw", "radam"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
     betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (
         0.9,
@@ -181,11 +193,33 @@ class OptimizerConfig(StrictModel):
 
 
 class LRScheduleConfig(StrictModel):
-    """Linear warm-up over `warmup_steps`, then constant, cosine or linear decay to `min_lr_ratio * lr`."""
+    """Linear warm-up over `warmup_steps`, then constant, cosine or linear decay to `min_lr_ratio * lr`, or `sqrt`:
+    constant up to step `decay_start`, then lr * sqrt(decay_start / step) (EDM2's inverse square root; the flow-map
+    paper decays so after 35k steps)."""
 
-    name: Literal["constant", "cosine", "linear"] = "constant"
+    name: Literal["constant", "cosine", "linear", "sqrt"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    decay_start: int | None = Field(
+        None, ge=1, validate_default=True, description="sqrt only: the step after which the lr decays, e.g. 35000"
+    )
+
+    @field_validator("decay_start")
+    @classmethod
+    def _decay_start_for_sqrt_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        name = info.data.get("name")
+        if name == "sqrt" and value is None:
+            raise ValueError("the sqrt schedule decays after step `decay_start`: give it (the paper's is 35000)")
+        if name is not None and name != "sqrt" and value is not None:
+            raise ValueError(f"only the sqrt schedule decays after `decay_start`; {name!r} does not use it")
+        return value
+
+    @field_validator("min_lr_ratio")
+    @classmethod
+    def _no_floor_for_sqrt(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("name") == "sqrt" and value != 0.0:
+            raise ValueError("the sqrt schedule has no floor: leave min_lr_ratio at 0")
+        return value
 
 
 class TrainConfig(StrictModel):
@@ -244,9 +278,11 @@ class FIDOptions(StrictModel):
 
 class EvalConfig(StrictModel):
     """Metrics on the NFE ladder `steps` (one value of each metric per number of sampling steps). `kl` is for 1-D
-    and 2-D data; `fid` and `kid` for images; `sw2` and `mmd` for both (images flattened)."""
+    and 2-D data; `kl_paper` is the checkerboard KL of arXiv 2505.18825 (`metrics/kl_paper.py`; 2-D data with exact
+    cell masses, 64000 samples in the paper); `fid` and `kid` for images; `sw2` and `mmd` for both (images
+    flattened)."""
 
-    metrics: list[Literal["kl", "sw2", "mmd", "fid", "kid"]] = Field(
+    metrics: list[Literal["kl", "kl_paper", "sw2", "mmd", "fid", "kid"]] = Field(
         default_factory=lambda: ["kl", "sw2"], min_length=1
     )
     fid: FIDOptions = FIDOptions()
@@ -358,6 +394,17 @@ def check_run_config(config: RunConfig) -> RunConfig:
                         f"{field} {wanted!r}, got {getattr(interp, field)!r}",
                     )
                 )
+    if (
+        getattr(config.objective, "learned_weight", False)
+        and not OBJECTIVES[config.objective.name][1].supports_learned_weight
+    ):
+        supported = sorted(name for name, (_, cls) in OBJECTIVES.items() if cls.supports_learned_weight)
+        problems.append(
+            (
+                "objective.learned_weight",
+                f"objective {config.objective.name!r} has no learned loss weight yet; it is for {', '.join(supported)}",
+            )
+        )
     warmup = getattr(config.objective, "denoiser_steps", 0)
     if warmup >= config.train.num_steps:
         problems.append(

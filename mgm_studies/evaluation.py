@@ -1,9 +1,9 @@
 """Evaluation on the NFE ladder: sample with K steps for each K, compute each metric, name it `metric/nfe-K`.
 
-Memory stays bounded whatever `eval.num_samples` is: noise is drawn and sampled chunk by chunk, KL accumulates its
-histogram counts over the chunks, and SW2 / MMD see the first `distance_points(shape)` samples against a reference
-of that size. Only FID / KID keep every image sample (torch-fidelity takes them whole); `preflight.check_fits` refuses
-an `eval.num_samples` whose images cannot fit.
+Memory stays bounded whatever `eval.num_samples` is: noise is drawn and sampled chunk by chunk, KL (`kl`,
+`kl_paper`) accumulates its histogram counts over the chunks, and SW2 / MMD see the first `distance_points(shape)`
+samples against a reference of that size. Only FID / KID keep every image sample (torch-fidelity takes them whole);
+`preflight.check_fits` refuses an `eval.num_samples` whose images cannot fit.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mgm_studies.config import EvalConfig
-from mgm_studies.data import VectorDataset, data_shape
+from mgm_studies.data import HistogramSpec, VectorDataset, data_shape
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.metrics import mmd, sliced_wasserstein2
 from mgm_studies.metrics.kl import data_masses, histogram_counts, kl_divergence
+from mgm_studies.metrics.kl_paper import kl_paper_data_masses, kl_paper_divergence, kl_paper_grid
 from mgm_studies.objectives import Objective
 from mgm_studies.sampling import SampleResult
 from mgm_studies.training.reporter import Evaluation
@@ -117,9 +118,11 @@ def evaluate(
     image = len(shape) == 3
     distances = [m for m in config.metrics if m in ("sw2", "mmd")]
     kept = min(n, distance_points(shape)) if distances or not image else min(n, GRID_IMAGES)
-    spec = None
+    grids: dict[str, HistogramSpec] = {}  # KL metric -> the cells its model histogram counts
     if "kl" in config.metrics:
-        spec = dataset.histogram if config.kl_bins is None else dataset.histogram.with_bins(config.kl_bins)
+        grids["kl"] = dataset.histogram if config.kl_bins is None else dataset.histogram.with_bins(config.kl_bins)
+    if "kl_paper" in config.metrics:
+        grids["kl_paper"] = kl_paper_grid(dataset)
     quality = None
     if image and {"fid", "kid"} & set(config.metrics):
         from mgm_studies.metrics.image_quality import ImageQuality
@@ -136,14 +139,14 @@ def evaluate(
         noise = noise_chunks(
             objective.interpolant, n, shape, generator if index == 0 else torch.Generator().manual_seed(seed)
         )
-        counts = torch.zeros(spec.num_cells + 1, dtype=torch.float64) if spec is not None else None
+        counts = {metric: torch.zeros(grid.num_cells + 1, dtype=torch.float64) for metric, grid in grids.items()}
         whole = torch.empty((n, *shape)) if quality is not None else None  # FID needs every image at once
         first: list[Tensor] = []  # the first `kept` samples
         done, nfe = 0, 0
         for result in generate_chunks(objective, model, noise, k, device):
             x, nfe = result.x, result.nfe
-            if counts is not None:
-                counts += histogram_counts(x, spec)
+            for metric, grid in grids.items():
+                counts[metric] += histogram_counts(x, grid)
             if done < kept:
                 first.append(x[: kept - done])
             if whole is not None:
@@ -159,8 +162,10 @@ def evaluate(
             del whole
         for metric in (m for m in config.metrics if m not in ("fid", "kid")):
             if metric == "kl":
-                data = data_masses(dataset, spec, reference_size=config.reference_samples, generator=generator)
-                value = kl_divergence(data, counts / n, config.kl_eps)
+                data = data_masses(dataset, grids["kl"], reference_size=config.reference_samples, generator=generator)
+                value = kl_divergence(data, counts["kl"] / n, config.kl_eps)
+            elif metric == "kl_paper":
+                value = kl_paper_divergence(kl_paper_data_masses(dataset), counts["kl_paper"] / n)
             elif metric == "sw2":
                 value = sliced_wasserstein2(x.flatten(1), reference.flatten(1), generator=generator)
             else:

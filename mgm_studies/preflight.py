@@ -190,7 +190,7 @@ def _count(config: RunConfig, shape: tuple[int, ...]) -> tuple[int, int, int]:
         model = build_model(config.model, shape, objective.model_kind)
         try:
             objective.attach(model, shape, lambda kind: build_model(config.model, shape, kind))
-            networks = [model, *objective.networks().values()]
+            networks = [model, *objective.networks().values(), *objective.trained_with("model").values()]
         except Exception:  # an objective that cannot attach on `meta`: count the model alone
             networks = [model]
     trained = sum(p.numel() for network in networks for p in network.parameters() if p.requires_grad)

@@ -40,33 +40,51 @@ class Checkerboard(_Toy2D):
     """
 
     name = "checkerboard"
+    square_side = 2.0  # the board is 4 x 4 squares of this side, centred on the origin
 
     def __init__(self) -> None:
-        super().__init__(4.0)
+        super().__init__(2 * self.square_side)
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         # A uniform column i in {-2..1}, then a uniform row among the two of the same parity (i + j even).
         u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
         column = torch.randint(-2, 2, (n,), generator=generator, dtype=torch.float64)
         row = 2 * torch.randint(-1, 1, (n,), generator=generator, dtype=torch.float64) + column.remainder(2)
-        return (2 * (torch.stack([column, row], dim=1) + u)).float()
+        return (self.square_side * (torch.stack([column, row], dim=1) + u)).float()
 
     def bin_masses(self, spec: HistogramSpec) -> Tensor:
-        """Overlap area of each cell with the black squares, times the density 1/32; the rest is outside."""
+        """Overlap area of each cell with the black squares, times the density 1 / (8 square_side^2); the rest is
+        outside."""
         check_spec_dim(spec, 2)
-        starts = torch.arange(-4.0, 4.0, 2.0, dtype=torch.float64)  # lower edges of the 4 square columns / rows
-        overlaps = [_interval_overlaps(spec.edges(axis), starts, starts + 2.0) for axis in range(2)]
+        starts = self.square_side * torch.arange(-2.0, 2.0, dtype=torch.float64)  # lower edges of the columns
+        overlaps = [_interval_overlaps(spec.edges(axis), starts, starts + self.square_side) for axis in range(2)]
         index = torch.arange(4)
         black = ((index[:, None] + index[None, :]) % 2 == 0).to(torch.float64)  # (column, row) squares, i + j even
-        cells = overlaps[0] @ black @ overlaps[1].T / 32.0
+        cells = overlaps[0] @ black @ overlaps[1].T / (8 * self.square_side**2)
         return with_outside(cells.flatten())
+
+
+class PaperCheckerboard(Checkerboard):
+    """The checkerboard of arXiv 2505.18825 (Boffi, Albergo, Vanden-Eijnden, Table 1): `checkerboard` scaled by 1/4.
+
+    Uniform on [-1, 1]^2 cut into 4 x 4 squares of side 0.5, the 8 whose indices (from the lower-left corner) have an
+    even sum filled: density 1/2 there. Source: `sample_checkerboard(n, key, n_squares=4)` in the paper's code
+    (nmboffi/flow-maps, `py/common/datasets.py`, read in a public copy): uniform points u on [0, 1)^2 kept where
+    floor(4 u_1) + floor(4 u_2) is even, returned as 2 u - 1. Declared box: the board, [-1, 1]^2, 32 bins.
+    """
+
+    name = "checkerboard_paper"
+    square_side = 0.5
 
 
 def _interval_overlaps(edges: Tensor, starts: Tensor, stops: Tensor) -> Tensor:
     """(bins, k): length of the overlap of cell [edges[b], edges[b+1]] with interval [starts[j], stops[j]]."""
     low = torch.maximum(edges[:-1, None], starts[None, :])
     high = torch.minimum(edges[1:, None], stops[None, :])
-    return (high - low).clamp_min(0.0)
+    overlap = (high - low).clamp_min(0.0)
+    # linspace edges carry rounding (an edge at 0 can come out as 1e-17): an overlap that short is none, not a cell
+    # with mass 1e-19 that the data would seem to occupy.
+    return torch.where(overlap > 1e-12 * (edges[-1] - edges[0]), overlap, 0.0)
 
 
 class Moons(_Toy2D):
@@ -181,6 +199,7 @@ class Pinwheel(_Toy2D):
 
 TOY_DATASETS: dict[str, Callable[..., VectorDataset]] = {
     "checkerboard": Checkerboard,
+    "checkerboard_paper": PaperCheckerboard,
     "moons": Moons,
     "eight_gaussians": EightGaussians,
     "spirals": Spirals,

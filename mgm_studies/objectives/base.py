@@ -58,7 +58,8 @@ class Objective(abc.ABC):
     Objectives that need more than one loss and one optimiser declare it through small hooks instead of a branch in
     the trainer (spec section 7): `networks` (trainable networks they own, e.g. MGM's critic, each with its own
     optimiser), `phases` (which optimiser steps a training step takes, in order: "model" or a `networks` key),
-    `loss` (the loss of one phase), `attach` / `after_step` (build and update what they hold, e.g. ITVM's EMA target)
+    `loss` (the loss of one phase), `trained_with` (modules trained by a phase's optimiser beside its network),
+    `attach` / `after_step` (build and update what they hold, e.g. ITVM's EMA target)
     and `state_dict` / `load_state_dict` (what a checkpoint must carry beyond the trainer's own state).
     """
 
@@ -73,6 +74,8 @@ class Objective(abc.ABC):
     needs_symmetric_interpolant: ClassVar[bool] = False
     # Generator matching's CondOT path is the linear interpolant with no gamma and unit noise (spec section 6).
     needs_condot_interpolant: ClassVar[bool] = False
+    # The flow maps' learned per-(s, t) loss weight (`learned_weight: true`): the run config refuses it elsewhere.
+    supports_learned_weight: ClassVar[bool] = False
 
     def __init__(self, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         if self.needs_symmetric_interpolant and not interpolant.symmetric:
@@ -108,6 +111,12 @@ class Objective(abc.ABC):
 
     def networks(self) -> dict[str, nn.Module]:
         """Trainable networks owned by the objective, by phase name; the trainer gives each its own optimiser."""
+        return {}
+
+    def trained_with(self, phase: str) -> dict[str, nn.Module]:
+        """Modules the objective owns (built in `attach`) whose parameters the optimiser of `phase` trains together
+        with that phase's network, under one gradient clip, e.g. the flow maps' learned loss weight w(s, t). The
+        trainer checkpoints them; evaluation and sampling never see them."""
         return {}
 
     def optimizer_options(self, phase: str) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class LagrangianSelfDistillation(FlowMapObjective):
     """
 
     name = "lsd"
+    supports_learned_weight = True
 
     def offdiagonal_residual(
         self, model: nn.Module, s: Tensor, t: Tensor, xs: Tensor, generator: torch.Generator
@@ -105,6 +106,7 @@ class EulerianSelfDistillation(FlowMapObjective):
     """`esd` (spec 3.4): residual d/ds X(s, t, I(s)) + sg[J_x X(s, t, I(s)) . u(s, s, I(s))]."""
 
     name = "esd"
+    supports_learned_weight = True
 
     def offdiagonal_residual(
         self, model: nn.Module, s: Tensor, t: Tensor, xs: Tensor, generator: torch.Generator
@@ -120,6 +122,8 @@ class _ProgressiveSelfDistillation(FlowMapObjective):
 
     The semigroup identity (t - s) u(s, t) = (r - s) u(s, r) + (t - r) u(r, t, X(s, r)), divided by t - s.
     """
+
+    supports_learned_weight = True
 
     @abc.abstractmethod
     def intermediate_weight(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -163,6 +167,7 @@ class LagrangianMapDistillation(FlowMapObjective):
     """
 
     name = "lmd"
+    supports_learned_weight = True
     needs_teacher = True
 
     def offdiagonal_residual(
@@ -179,6 +184,7 @@ class EulerianMapDistillation(FlowMapObjective):
     """
 
     name = "emd"
+    supports_learned_weight = True
     needs_teacher = True
 
     def offdiagonal_residual(

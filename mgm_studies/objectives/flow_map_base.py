@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from torch import Tensor, nn
 
 from mgm_studies.configbase import StrictModel
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives.base import Objective, ObjectiveOutput
+from mgm_studies.objectives.loss_weight import LossWeight, weighted_loss
 from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
 from mgm_studies.sampling import SampleResult, VelocityFn
 
@@ -27,7 +28,21 @@ Derivative = Literal["jvp", "finite_difference"]
 class FlowMapConfig(StrictModel):
     """Options of every flow-map objective. The `time_law` draws the diagonal times; its `t_eps` bounds both times."""
 
-    eta: float = Field(0.25, ge=0.0, le=1.0, description="fraction of the batch on the diagonal s = t")
+    diagonal_fraction: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        # `eta` was this field's name (and the paper's symbol): old configs and exported runs still load.
+        validation_alias=AliasChoices("diagonal_fraction", "eta"),
+        description="fraction of each batch on the diagonal s = t (a velocity there), the rest off it (s < t); "
+        "arXiv 2505.18825 Table 2's eta 0.75 counts the diagonal as read: diagonal_fraction 0.75 (eta is a "
+        "deprecated alias)",
+    )
+    learned_weight: bool = Field(
+        False,
+        description="weigh each sample's loss L as exp(-w(s, t)) L + w(s, t) with a learned w (loss_weight.py; "
+        "arXiv 2505.18825 after EDM2), trained by the model's optimiser",
+    )
     time_law: TimeLawConfig = TimeLawConfig()
     max_gap: float | None = Field(None, gt=0.0, le=1.0, description="cap on t - s off the diagonal; None: no cap")
     max_gap_anneal: float | None = Field(
@@ -113,17 +128,33 @@ def sample_pairs(
 class FlowMapObjective(Objective):
     """Diagonal samples regress u(t, t, .) on a velocity; off-diagonal samples pay the subclass's residual.
 
-    Draws, per batch: x0, z, then the diagonal times t (time law; the first round(eta B) samples), then the
-    off-diagonal pairs (s, t), then whatever the residual needs. x_s = I(s) for every sample (s = t on the diagonal).
-    Loss per sample (B,): the squared residual of its own kind, summed over data dimensions.
+    Draws, per batch: x0, z, then the diagonal times t (time law; the first round(diagonal_fraction B) samples), then
+    the off-diagonal pairs (s, t), then whatever the residual needs. x_s = I(s) for every sample (s = t on the
+    diagonal). Loss per sample (B,): the squared residual of its own kind, summed over data dimensions; with
+    `learned_weight`, exp(-w(s, t)) times that plus w(s, t), w built in `attach` and trained with the model.
     """
 
     model_kind = "two_time"
 
     def __init__(self, config: FlowMapConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         super().__init__(interpolant, teacher)
+        if config.learned_weight and not self.supports_learned_weight:
+            raise ValueError(f"objective {self.name!r} has no learned loss weight yet: set learned_weight false")
         self.config = config
         self.max_gap = config.gap_cap(0, 1)
+        self.loss_weight: LossWeight | None = None
+
+    def attach(
+        self, model: nn.Module, shape: int | tuple[int, ...], build: Callable[[str], nn.Module] | None = None
+    ) -> None:
+        # A subclass whose own `attach` does not call this one (itvm's and pfmm's target hooks) would never build w:
+        # those keep `supports_learned_weight` False, and the config refuses the option for them.
+        if self.config.learned_weight:
+            device = next(model.parameters()).device
+            self.loss_weight = LossWeight().to(device)
+
+    def trained_with(self, phase: str) -> dict[str, nn.Module]:
+        return {"loss_weight": self.loss_weight} if phase == "model" and self.loss_weight is not None else {}
 
     def begin_step(self, step: int, total_steps: int) -> None:
         self.max_gap = self.config.gap_cap(step, total_steps)
@@ -143,7 +174,7 @@ class FlowMapObjective(Objective):
 
     def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
         n, device = x1.shape[0], x1.device
-        num_diagonal = round(self.config.eta * n)
+        num_diagonal = round(self.config.diagonal_fraction * n)
         law = self.config.time_law
         x0 = self.interpolant.noise(tuple(x1.shape), generator, device=device)
         z = torch.randn(x1.shape, generator=generator, device=device)
@@ -165,7 +196,15 @@ class FlowMapObjective(Objective):
             diagnostics["loss/offdiagonal"] = offdiagonal.detach().mean()
         if self.config.max_gap_anneal is not None:
             diagnostics["time/max_gap"] = torch.tensor(self.max_gap, device=device)
-        return ObjectiveOutput(loss=torch.cat(losses), diagnostics=diagnostics)
+        loss = torch.cat(losses)
+        if self.config.learned_weight:
+            if self.loss_weight is None:
+                raise ValueError(f"objective {self.name!r}: the learned loss weight is built by attach(model, shape)")
+            log_weight = self.loss_weight(torch.cat([t_diagonal, s_off]), torch.cat([t_diagonal, t_off]))
+            diagnostics["loss/unweighted"] = loss.detach().mean()
+            diagnostics["loss_weight/mean"] = log_weight.detach().float().mean()
+            loss = weighted_loss(loss, log_weight.to(loss.dtype))
+        return ObjectiveOutput(loss=loss, diagnostics=diagnostics)
 
     @torch.no_grad()
     def sample(self, model: nn.Module, x0: Tensor, num_steps: int) -> SampleResult:

@@ -88,11 +88,20 @@ class Trainer:
         # What the losses call: the model, or its compiled forward (same parameters; checkpoints, EMAs and
         # evaluation use the eager `model`).
         self.train_model: torch.nn.Module = torch.compile(self.model) if train.compile else self.model
-        # One optimiser per phase: "model", and any network the objective owns (MGM's critic).
+        # One optimiser per phase: "model", and any network the objective owns (MGM's critic). Each trains its
+        # network and whatever the objective trains with it (the flow maps' learned loss weight), under one clip.
         self.networks: dict[str, torch.nn.Module] = {"model": self.model, **self.objective.networks()}
-        self.optimizers = {
-            phase: _optimizer(network, train, self.objective.optimizer_options(phase))
+        self.trained_with = {phase: self.objective.trained_with(phase) for phase in self.networks}
+        self.trained_parameters = {
+            phase: [
+                *network.parameters(),
+                *(p for module in self.trained_with[phase].values() for p in module.parameters()),
+            ]
             for phase, network in self.networks.items()
+        }
+        self.optimizers = {
+            phase: _optimizer(self.trained_parameters[phase], train, self.objective.optimizer_options(phase))
+            for phase in self.networks
         }
         self.base_lrs = {phase: opt.param_groups[0]["lr"] for phase, opt in self.optimizers.items()}
         self.ema = EMA(self.model, train.ema_decays, warmup=train.ema_warmup)
@@ -119,7 +128,7 @@ class Trainer:
         values: list[Tensor] = []
         self.objective.begin_step(self.step, train.num_steps)
         for phase in self.objective.phases(self.step):
-            optimizer, network = self.optimizers[phase], self.networks[phase]
+            optimizer, parameters = self.optimizers[phase], self.trained_parameters[phase]
             for group in optimizer.param_groups:
                 group["lr"] = self.base_lrs[phase] * factor
             x1 = self._batch(train.batch_size)
@@ -129,13 +138,14 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.world_size > 1:
-                _average_gradients(network, self.world_size)
+                _average_gradients(parameters, self.world_size)
             suffix = "" if phase == "model" else f"/{phase}"
             names.append("loss" + suffix)
             values.append(loss.detach())
             if train.grad_clip is not None:
                 names.append("grad_norm" + suffix)
-                values.append(torch.nn.utils.clip_grad_norm_(network.parameters(), train.grad_clip))
+                # One global L2 norm over everything this optimiser trains (arXiv 2505.18825 clips at 10 and 1).
+                values.append(torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip))
             optimizer.step()
             self.objective.after_step(self.model, phase, self.step)
             # Named per phase like the losses, so a critic step's diagnostics do not overwrite the generator's.
@@ -255,6 +265,11 @@ class Trainer:
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "networks": {phase: net.state_dict() for phase, net in self.networks.items() if phase != "model"},
+            "trained_with": {
+                phase: {name: module.state_dict() for name, module in modules.items()}
+                for phase, modules in self.trained_with.items()
+                if modules
+            },
             "optimizers": {phase: opt.state_dict() for phase, opt in self.optimizers.items()},
             "objective": self.objective.state_dict(),
             "data_generator": self.data_generator.get_state(),
@@ -271,6 +286,9 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         for phase, network_state in state["networks"].items():
             self.networks[phase].load_state_dict(network_state)
+        for phase, modules in state.get("trained_with", {}).items():  # absent from checkpoints before it existed
+            for name, module_state in modules.items():
+                self.trained_with[phase][name].load_state_dict(module_state)
         for phase, optimizer_state in state["optimizers"].items():
             self.optimizers[phase].load_state_dict(optimizer_state)
         self.objective.load_state_dict(state["objective"])
@@ -298,7 +316,7 @@ class Trainer:
         }
 
 
-def _average_gradients(network: torch.nn.Module, world_size: int) -> None:
+def _average_gradients(parameters: list[torch.nn.Parameter], world_size: int) -> None:
     """Data-parallel gradient sync: every rank ends with the mean gradient over ranks.
 
     An explicit all-reduce after `backward` rather than DistributedDataParallel's hooks: it is correct whatever the
@@ -307,7 +325,7 @@ def _average_gradients(network: torch.nn.Module, world_size: int) -> None:
     """
     import torch.distributed as dist
 
-    grads = [p.grad for p in network.parameters() if p.grad is not None]
+    grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
@@ -319,9 +337,15 @@ def _average_gradients(network: torch.nn.Module, world_size: int) -> None:
         offset += g.numel()
 
 
-def _optimizer(network: torch.nn.Module, train, overrides: dict) -> torch.optim.Optimizer:
-    """Adam or AdamW over `network` from `train.optimizer`, with the objective's overrides for this phase."""
+_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "radam": torch.optim.RAdam,  # the flow-map paper's (arXiv 2505.18825, Table 2); L2 weight decay, as Adam's
+}
+
+
+def _optimizer(parameters: list[torch.nn.Parameter], train, overrides: dict) -> torch.optim.Optimizer:
+    """`train.optimizer` (Adam, AdamW or RAdam) over `parameters`, with the objective's overrides for this phase."""
     options = train.optimizer.model_dump(exclude={"name"})
     options.update(overrides)
-    optimizer_class = torch.optim.AdamW if train.optimizer.name == "adamw" else torch.optim.Adam
-    return optimizer_class(network.parameters(), **options)
+    return _OPTIMIZERS[train.optimizer.name](parameters, **options)

@@ -52,6 +52,23 @@ def test_checkerboard_box_is_the_board() -> None:
     assert make_toy_dataset("checkerboard").histogram == HistogramSpec((-4.0, -4.0), (4.0, 4.0), 32)
 
 
+def test_paper_checkerboard_is_the_board_of_arxiv_2505_18825() -> None:
+    # nmboffi/flow-maps `sample_checkerboard(n, key, n_squares=4)`: u on [0, 1)^2 kept where floor(4 u_1) + floor(4 u_2)
+    # is even, returned as 2 u - 1.
+    dataset = make_toy_dataset("checkerboard_paper")
+    assert dataset.histogram == HistogramSpec((-1.0, -1.0), (1.0, 1.0), 32)
+    x = dataset.sample(100_000, torch.Generator().manual_seed(0))
+    u = (x.double() + 1) / 2
+    assert ((u >= 0) & (u <= 1)).all()
+    square = torch.floor(4 * u).long().clamp(max=3)
+    assert ((square[:, 0] + square[:, 1]) % 2 == 0).all()
+    spec = dataset.histogram.with_bins(50)  # square edges at +-0.5 cut cells: exact masses of cut cells too
+    exact = dataset.bin_masses(spec)
+    assert exact.sum().item() == pytest.approx(1.0, abs=1e-12)
+    empirical = histogram_masses(dataset.sample(200_000, torch.Generator().manual_seed(1)), spec)
+    assert (exact - empirical).abs().max() < 5 * (exact.max() / 200_000) ** 0.5
+
+
 def test_checkerboard_samples_never_land_on_a_white_square() -> None:
     x = make_toy_dataset("checkerboard").sample(100_000, torch.Generator().manual_seed(0))
     assert ((x >= -4) & (x <= 4)).all()

@@ -84,7 +84,9 @@ def test_exact_map_is_the_affine_map_of_spec_7_and_its_diagonal_the_marginal_vel
     [(name, {}) for name in FLOW_MAP_NAMES if name != "pfmm"] + [("emd", {"stopgrad_jvp": True})],
 )
 def test_offdiagonal_residual_vanishes_on_the_exact_map_and_not_on_a_perturbed_one(interpolant, name, options):
-    objective = build_objective(make_config(name, eta=0.0, **options), interpolant, exact_teacher(interpolant))
+    objective = build_objective(
+        make_config(name, diagonal_fraction=0.0, **options), interpolant, exact_teacher(interpolant)
+    )
     objective.attach(ExactFlowMap(), 2)  # an EMA target (itvm) is then the exact map too
     x1 = data(512)
     exact = objective(ExactFlowMap(), x1, torch.Generator().manual_seed(1))
@@ -96,11 +98,11 @@ def test_offdiagonal_residual_vanishes_on_the_exact_map_and_not_on_a_perturbed_o
 
 @pytest.mark.parametrize("name", FLOW_MAP_NAMES)
 def test_on_the_diagonal_the_loss_is_the_velocity_regression_of_u_t_t(interpolant, name):
-    """eta = 1: the `si` loss of v(t, x) = u(t, t, x) (self-distillation), or its regression on the teacher."""
+    """All on the diagonal: the `si` loss of v(t, x) = u(t, t, x) (self-distillation), or its teacher regression."""
     torch.manual_seed(0)
     model, teacher = TwoTimeMLP(2, hidden=16, depth=2, embedding_dim=8), VelocityMLP(2, hidden=16, depth=2)
     time_law = {"t_eps": 0.01, "name": "logit_normal"}
-    objective = build_objective(make_config(name, eta=1.0, time_law=time_law), interpolant, teacher)
+    objective = build_objective(make_config(name, diagonal_fraction=1.0, time_law=time_law), interpolant, teacher)
     objective.attach(model, 2)
     x1 = data(64)
     output = objective(model, x1, torch.Generator().manual_seed(5))
@@ -160,7 +162,7 @@ def test_jvp_and_finite_difference_agree_in_loss_and_gradient(interpolant, name,
         model, teacher = TwoTimeMLP(2, hidden=16, depth=2, embedding_dim=8), VelocityMLP(2, hidden=16, depth=2)
         x1, results = data(64).double(), []
         for derivative in ("jvp", "finite_difference"):
-            config = make_config(name, eta=0.0, derivative=derivative, fd_step=1e-6, **options)
+            config = make_config(name, diagonal_fraction=0.0, derivative=derivative, fd_step=1e-6, **options)
             model.zero_grad()
             loss = build_objective(config, interpolant, teacher)(model, x1, torch.Generator().manual_seed(3)).loss
             loss.mean().backward()
@@ -215,14 +217,16 @@ def test_the_annealed_gap_cap_grows_linearly_to_one_and_bounds_the_drawn_pairs()
     assert draws[0].max() <= 0.2 and 0.5 < draws[1].max() <= 0.6
 
 
-def test_config_rejects_misspelt_options_bad_eta_and_options_it_does_not_have():
+def test_config_rejects_misspelt_options_a_bad_diagonal_fraction_and_options_it_does_not_have():
     adapter = pydantic.TypeAdapter(ObjectiveConfig)
     teacher = {"run": "some-run"}
     assert adapter.validate_python({"name": "emd", "stopgrad_jvp": True, "teacher": teacher}).stopgrad_jvp is True
     for bad in (
         {"name": "lsd", "etaa": 0.5},
-        {"name": "lsd", "eta": 1.5},
-        {"name": "lmd", "eta": -0.1, "teacher": teacher},
+        {"name": "lsd", "diagonal_fraction": 1.5},
+        {"name": "lsd", "eta": 1.5},  # the old name is checked as the new one
+        {"name": "lsd", "eta": 0.5, "diagonal_fraction": 0.5},  # not both
+        {"name": "lmd", "diagonal_fraction": -0.1, "teacher": teacher},
         {"name": "lmd"},  # a distillation objective names its teacher
         {"name": "emd", "teacher": {"run": "a", "path": "b"}},
         {"name": "psd_midpoint", "derivative": "jvp"},
@@ -233,6 +237,25 @@ def test_config_rejects_misspelt_options_bad_eta_and_options_it_does_not_have():
     ):
         with pytest.raises(pydantic.ValidationError):
             adapter.validate_python(bad)
+
+
+def test_the_old_name_eta_loads_as_diagonal_fraction_and_is_dumped_under_the_new_one():
+    adapter = pydantic.TypeAdapter(ObjectiveConfig)
+    config = adapter.validate_python({"name": "lsd", "eta": 0.75})
+    assert config.diagonal_fraction == 0.75 and config.model_dump()["diagonal_fraction"] == 0.75
+    assert "eta" not in config.model_dump()
+    assert make_config("psd_midpoint").diagonal_fraction == 0.25
+
+
+def test_diagonal_fraction_counts_the_samples_on_the_diagonal(interpolant):
+    """round(diagonal_fraction B) samples regress u(t, t, .); the rest pay the off-diagonal residual."""
+    model = TwoTimeMLP(2, hidden=16, depth=2, embedding_dim=8)
+    objective = build_objective(make_config("lsd", diagonal_fraction=0.75), interpolant)
+    seen = []
+    original = objective.offdiagonal_residual
+    objective.offdiagonal_residual = lambda m, s, t, xs, g: seen.append(s.shape[0]) or original(m, s, t, xs, g)
+    objective(model, data(100), torch.Generator().manual_seed(0))
+    assert seen == [25]
 
 
 @pytest.mark.parametrize("name", ["lmd", "emd"])

@@ -279,7 +279,7 @@ def test_two_ray_train_workers_train_a_jvp_objective_data_parallel(mlflow_env, t
         tmp_path,
         base={**BASE, "objective": {"name": "lsd"}, "resources": {"workers": 2, "cpus_per_worker": 0.9}},
         search={"algorithm": "grid"},
-        space={"objective.eta": {"grid": [0.25]}},
+        space={"objective.diagonal_fraction": {"grid": [0.25]}},
     )
     outcome = run_sweep(spec, storage=str(tmp_path / "ray"), verbose=0)
     assert outcome.statuses == {"finished": 1}
