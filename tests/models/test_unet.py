@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from mgm_studies.builders import build_model
+from mgm_studies.config import UNetConfig
 from mgm_studies.models import GeneratorUNet, TwoTimeUNet, VelocityUNet
 
 SMALL = {"channels": 8, "channel_mult": (1, 2), "norm_groups": 4}
@@ -229,3 +231,21 @@ def test_an_8x8_model_is_small_and_fast_on_cpu():
         f"VelocityUNet 8x8 channels=16: {count} parameters, forward+backward of 64: {min(durations):.3f} s (best of 5)"
     )
     assert count < 200_000
+
+
+def test_the_flow_map_papers_cifar10_unet_size():
+    """The EDM2-size U-Net of arXiv 2505.18825 (Table 2), as configs/papers/flowmaps_cifar10_*.yaml build it: 128
+    channels, multipliers [2, 2, 2], 4 residual blocks a level, attention at 16 x 16 only, dropout 0.13. Measured:
+    53,370,883 parameters as a two-time model at 3 x 32 x 32 (53,338,115 as a velocity model); EDM's DDPM++ CIFAR-10
+    network, the size EDM2's config aims at, has about 56 M."""
+    from mgm_studies.models.unet import _ResBlock, _SelfAttention
+
+    config = UNetConfig(
+        name="unet", channels=128, channel_mult=[2, 2, 2], num_res_blocks=4, attention_resolutions=[16], dropout=0.13
+    )
+    model = build_model(config, (3, 32, 32), "two_time")
+    assert sum(p.numel() for p in model.parameters()) == 53_370_883
+    blocks = [m for m in model.modules() if isinstance(m, _ResBlock)]
+    # 4 blocks down and 5 up at each of the 3 levels, and the middle two
+    assert len(blocks) == 3 * (4 + 5) + 2 and all(b.dropout.p == 0.13 for b in blocks)
+    assert sum(isinstance(m, _SelfAttention) for m in model.modules()) == 4 + 5  # the 16 x 16 level only
