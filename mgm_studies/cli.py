@@ -257,9 +257,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     if args.experiment is not None:  # refused before Ray is even imported
         check_name(args.experiment, "--experiment")
+    from mgm_studies.studies.overrides import sweep_overrides
+    from mgm_studies.studies.space import load_study_spec
+
+    overrides = sweep_overrides(
+        args.set,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        workers_per_trial=args.workers_per_trial,
+    )
+    study = load_study_spec(args.space, overrides)  # every override checked here, before Ray is imported
     from mgm_studies.studies.sweep import run_sweep_command
 
-    return run_sweep_command(args)
+    return run_sweep_command(args, study, [override.shown() for override in overrides])
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -387,7 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run the study SPACE.yaml: Ray Tune trials (Optuna, random or grid search; FIFO or ASHA), each training "
             "the run config with one set of values; one MLflow parent run per sweep and a child run per trial. "
-            "Ctrl-C stops cleanly; --resume continues an interrupted sweep, re-running only unfinished trials."
+            "Ctrl-C stops cleanly; --resume continues an interrupted sweep, re-running only unfinished trials. "
+            "--set and the --*-per-trial flags override the space's base run config for every trial (checked like "
+            "`train --set`, before Ray starts). A sweep is known by its study name and space hash: overrides of "
+            "resources (resources.*, the --*-per-trial flags) leave the hash alone, so the same study on other "
+            "hardware is the same sweep and --resume finds it; any other override changes what the trials train, "
+            "so it changes the hash (a new sweep)."
         ),
     )
     p.add_argument("space", metavar="SPACE", help="search space (YAML), e.g. search_spaces/demo.yaml")
@@ -397,6 +412,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="MLflow experiment (default: the study name)")
     p.add_argument("--num-samples", type=int, help="override search.num_samples")
     p.add_argument("--max-concurrent", type=int, help="override search.max_concurrent")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the base run config for every trial, e.g. --set train.steps=2000 (repeatable; "
+        "not a swept key nor train.seed)",
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        metavar="X",
+        help="GPUs per trial, a fraction packs trials on one GPU (e.g. 0.25); split over the trial's workers "
+        "(resources.gpus_per_worker = X / workers)",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        metavar="X",
+        help="CPUs per trial, split over its workers (resources.cpus_per_worker)",
+    )
+    p.add_argument("--workers-per-trial", type=int, metavar="N", help="Ray Train workers per trial (resources.workers)")
     p.add_argument("--quiet", action="store_true", help="no Tune progress table")
     p.set_defaults(handler=cmd_sweep)
 

@@ -303,14 +303,25 @@ class EvalConfig(StrictModel):
         return values
 
 
+RAY_RESOURCE_UNIT = 1e-4
+
+
 class ResourcesConfig(StrictModel):
     """Where a run trains. `workers` and the executor matter to sweeps; a plain `train` uses one process."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: PositiveInt = 1
     cpus_per_worker: float = Field(1.0, gt=0.0)
-    gpus_per_worker: float = Field(0.0, ge=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)  # a fraction packs several workers (trials) on one GPU
     executor: Literal["auto", "train", "inline"] = "auto"
+
+    @field_validator("cpus_per_worker", "gpus_per_worker")
+    @classmethod
+    def _ray_granularity(cls, value: float) -> float:
+        # Ray counts resources in units of 1/10000 and refuses a non-zero request below one unit.
+        if 0 < value < RAY_RESOURCE_UNIT:
+            raise ValueError(f"a fraction below Ray's unit of {RAY_RESOURCE_UNIT:g} cannot be scheduled")
+        return value
 
 
 class RunConfig(StrictModel):

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from mgm_studies.config import RunConfig, flatten
 from mgm_studies.plots import evaluation_figures
 from mgm_studies.tracking_store import open_client, sqlite_path, tracking_uri
+from mgm_studies.training.device import device_tags
 from mgm_studies.training.reporter import Evaluation, NullReporter
 
 TAG_STATUS = "mgm.status"  # running | finished | diverged | interrupted | stopped | error
@@ -84,13 +85,16 @@ def code_version() -> str:
         return f"mgm-studies=={_version('mgm-studies')}"
 
 
-def provenance_tags(config: RunConfig, device: str) -> dict[str, str]:
+def provenance_tags(config: RunConfig, device: str | None) -> dict[str, str]:
+    """A run's provenance; `device` is the one it trains on ("cpu", "cuda", "cuda:0"), recorded with its index and
+    name (`training/device.py`). None for a sweep's trial, whose run is created on the driver: the trial sends its
+    device tags with its results."""
     return {
         "mgm.seed": str(config.train.seed),
         "mgm.config_hash": config.config_hash(),
         "mgm.objective": config.objective.name,
         "mgm.data": config.data.name,
-        "mgm.device": device,
+        **(device_tags(device) if device is not None else {}),
         "mgm.code_version": code_version(),
         "mgm.torch_version": _version("torch"),
         "mgm.ray_version": _version("ray"),

@@ -50,6 +50,9 @@ def test_train_evaluate_sample_end_to_end(mlflow_env):
     assert run.info.status == "FINISHED" and run.data.tags["mgm.status"] == "finished"
     assert run.data.params["objective.name"] == "si" and run.data.params["train.steps"] == "1500"
     assert {"mgm.seed", "mgm.code_version", "mgm.torch_version", "mgm.ray_version"} <= set(run.data.tags)
+    device = run.data.tags["mgm.device"]  # the device used, with its index and name: never "auto"
+    assert device == "cpu" or device.startswith("cuda:"), device
+    assert run.data.tags["mgm.device_name"] and (device != "cpu" or run.data.tags["mgm.device_name"] == "cpu")
     for key in ("kl/nfe-1", "kl/nfe-8", "sw2/nfe-8", "mmd/nfe-8", "loss", "train/steps_per_s"):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run_id, "loss")) == 1500

@@ -84,7 +84,7 @@ class MlflowSweepCallback(tune.Callback):
 
         config = trial_run_config(self.study, trial.config)
         tags = {
-            **tracking.provenance_tags(config, config.resources.device),
+            **tracking.provenance_tags(config, None),  # the device: sent by the trial (ray_train.RayReporter)
             "mlflow.parentRunId": self.parent_run_id,
             TAG_TRIAL: trial.trial_id,
             TAG_SWEEP: self.sweep,

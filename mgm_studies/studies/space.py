@@ -13,6 +13,7 @@ problems) and is the public surface of the three: the models are in `space_spec`
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 
 from mgm_studies.config import parse_run_config
 from mgm_studies.configbase import ConfigError, quote
+from mgm_studies.studies.overrides import Override, apply_to_base
 from mgm_studies.studies.space_checks import check_files, check_spec
 from mgm_studies.studies.space_spec import PATH_FIELDS, Axis, AxisKind, SchedulerSpec, SearchSpec, StudySpec
 from mgm_studies.yaml_input import read_yaml
@@ -30,8 +32,9 @@ def is_study_spec(data: Any) -> bool:
     return isinstance(data, dict) and ("space" in data or "search" in data)
 
 
-def load_study_spec(path: str | Path) -> StudySpec:
-    """Read and validate a space file; relative paths in it are relative to the file."""
+def load_study_spec(path: str | Path, overrides: Sequence[Override] = ()) -> StudySpec:
+    """Read and validate a space file; relative paths in it are relative to the file. `overrides` (`sweep --set`,
+    `studies/overrides.py`) are applied to its base first, each one checked."""
     path = Path(path).expanduser().resolve()
     try:
         data = read_yaml(path)
@@ -39,11 +42,12 @@ def load_study_spec(path: str | Path) -> StudySpec:
         raise ConfigError([("space file", message) for _, message in exc.problems]) from None
     if not isinstance(data, dict):
         raise ConfigError.single("space file", f"{path} holds a {type(data).__name__}, not a mapping")
-    return parse_study_spec(data, source=path)
+    return parse_study_spec(data, source=path, overrides=overrides)
 
 
-def parse_study_spec(data: dict, *, source: Path | None = None) -> StudySpec:
-    """Validate a search space given as a mapping; raises ConfigError listing the problems found."""
+def parse_study_spec(data: dict, *, source: Path | None = None, overrides: Sequence[Override] = ()) -> StudySpec:
+    """Validate a search space given as a mapping, `overrides` applied to its base; raises ConfigError listing the
+    problems found."""
     if not isinstance(data, dict):
         raise ConfigError.single("", f"a search space is a mapping, got {type(data).__name__}")
     if "source" in data:
@@ -54,11 +58,14 @@ def parse_study_spec(data: dict, *, source: Path | None = None) -> StudySpec:
     if "base" in data:
         data["base"], base_problems = _read_base(data["base"], folder)
         problems += base_problems
+        if overrides and not base_problems:
+            axes = data.get("space") if isinstance(data.get("space"), dict) else {}
+            data["base"] = apply_to_base(data["base"], list(overrides), [str(key) for key in axes])
     if isinstance(data.get("space"), dict):
         for key, axis in data["space"].items():
             for kind in ("choice", "grid"):
                 if isinstance(axis, dict) and isinstance(axis.get(kind), list):
-                    axis[kind] = [_resolve_paths(value, str(key), folder) for value in axis[kind]]
+                    axis[kind] = [resolve_paths(value, str(key), folder) for value in axis[kind]]
     try:
         spec = StudySpec.model_validate({**data, "source": source})
     except ValidationError as exc:
@@ -79,7 +86,7 @@ def _read_base(base: Any, folder: Path) -> tuple[dict, list[tuple[str, str]]]:
             return {}, [("base", message) for _, message in exc.problems]
     if not isinstance(base, dict):
         return {}, [("base", f"a run config: a file name or an inline mapping, got {type(base).__name__}")]
-    base = _resolve_paths(base, "", folder)
+    base = resolve_paths(base, "", folder)
     try:
         check_files(parse_run_config(base), {})
     except ConfigError as exc:
@@ -87,7 +94,7 @@ def _read_base(base: Any, folder: Path) -> tuple[dict, list[tuple[str, str]]]:
     return base, []
 
 
-def _resolve_paths(value: Any, key: str, folder: Path) -> Any:
+def resolve_paths(value: Any, key: str, folder: Path) -> Any:
     """`value` (set at dotted `key`, "" for the whole config) with its relative file names made absolute."""
     value = copy.deepcopy(value)
     for field in PATH_FIELDS:
@@ -131,4 +138,5 @@ __all__ = [
     "is_study_spec",
     "load_study_spec",
     "parse_study_spec",
+    "resolve_paths",
 ]

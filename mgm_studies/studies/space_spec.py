@@ -243,8 +243,11 @@ class StudySpec(StrictModel):
             raise ConfigError([(field, f"{message} (with {setting})") for field, message in exc.problems]) from None
 
     def space_hash(self) -> str:
-        """12 hex characters over everything that decides the trials (the description and file name excluded)."""
+        """12 hex characters over everything that decides what the trials train: the description, the file name and
+        the base's `resources` (where trials run: the same study on a GPU cluster is the same study, and `sweep
+        --resume` finds it) are left out."""
         content = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"description", "source"})
+        content["base"].pop("resources", None)
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 

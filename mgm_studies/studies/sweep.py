@@ -37,6 +37,9 @@ from mgm_studies.studies.space import StudySpec, load_study_spec
 from mgm_studies.studies.trial import SEED_KEY, executor_of, run_trial
 from mgm_studies.tracking_store import shown
 
+TAG_OVERRIDES = "mgm.overrides"  # the parent run's: this attempt's --set and resource flags (JSON list)
+TAG_RESOURCES = "mgm.resources"  # the parent run's: the trials' resources section (JSON), this attempt
+
 
 # ---------------------------------------------------------------------- search
 class SeedRepeater(Repeater):
@@ -152,17 +155,31 @@ def prepare_teachers(study: StudySpec) -> list[str]:
     return sources
 
 
-def _parent_run(client, experiment_id: str, study: StudySpec, sweep: str, storage_path: str) -> tuple[str, bool]:
-    """The sweep's parent run: found by its sweep tag (a resume), else created. Returns (run id, created)."""
+def _parent_run(
+    client, experiment_id: str, study: StudySpec, sweep: str, storage_path: str, overrides: list[str], resources: str
+) -> tuple[str, bool]:
+    """The sweep's parent run: found by its sweep tag (a resume), else created. Returns (run id, created). The
+    overrides (`--set`, the resource flags) and the resources (JSON) of this attempt are its tags: a resume may
+    change the resources without changing the sweep (`studies/overrides.py`)."""
     from mgm_studies.studies.mlflow_sweep import TAG_KIND, TAG_SWEEP
 
     found = client.search_runs(
         [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_KIND}` = 'sweep'", max_results=1
     )
+    attempt = {TAG_OVERRIDES: json.dumps(overrides), TAG_RESOURCES: resources}
     if found:  # a resume: running again (an earlier attempt may have closed it as interrupted or error)
         run_id = found[0].info.run_id
+        before = found[0].data.tags.get(TAG_RESOURCES)
+        if before is not None and before != resources:
+            print(
+                f"resources changed since this sweep started ({before} -> {resources}): trials that Ray Tune had "
+                "created keep the resources it reserved for them (Tuner.restore); Ray Train workers of `train` "
+                "trials and the device of every trial follow the new ones",
+                file=sys.stderr,
+            )
         client.update_run(run_id, status="RUNNING")
-        client.set_tag(run_id, tracking.TAG_STATUS, "running")
+        for key, value in {tracking.TAG_STATUS: "running", **attempt}.items():
+            client.set_tag(run_id, key, value)
         return run_id, False
     search = study.search
     tags = {
@@ -173,6 +190,7 @@ def _parent_run(client, experiment_id: str, study: StudySpec, sweep: str, storag
         "mgm.storage": storage_path,
         "mgm.code_version": tracking.code_version(),
         tracking.TAG_STATUS: "running",
+        **attempt,
     }
     run_id = client.create_run(experiment_id, run_name=f"sweep-{sweep}", tags=tags).info.run_id
     params = {
@@ -241,10 +259,12 @@ def run_sweep(
     num_samples: int | None = None,
     max_concurrent: int | None = None,
     verbose: int = 1,
+    overrides: list[str] | None = None,
 ) -> SweepOutcome:
     """Run (or, with `resume`, continue) the sweep of `study`; returns what happened. Starts a local Ray unless one
     is running or an address is given (`RAY_ADDRESS` too). `experiment` (default: the study name) is checked first,
-    before anything starts or is written."""
+    before anything starts or is written. `overrides` (already applied to `study.base`) are recorded on the parent
+    run."""
     experiment = check_name(study.name if experiment is None else experiment, "--experiment")
     import ray
     from ray import tune
@@ -276,7 +296,8 @@ def run_sweep(
     client = tracking.client()
     experiment_id = tracking.experiment_id(client, experiment)  # creates the store's schema, once
     prepare_teachers(study)
-    parent_run_id, _ = _parent_run(client, experiment_id, study, sweep, storage_path)
+    resources = base.resources.model_dump_json()
+    parent_run_id, _ = _parent_run(client, experiment_id, study, sweep, storage_path, overrides or [], resources)
 
     started_ray = False
     try:
@@ -365,7 +386,8 @@ def _check_fits_locally(config: RunConfig, available: dict[str, float]) -> None:
                 f"a trial needs {needed:g} {name} ({resources.workers} worker(s) x "
                 f"{resources.cpus_per_worker if name == 'CPU' else resources.gpus_per_worker:g}"
                 f"{' + 0.01 for the trial that drives them' if train and name == 'CPU' else ''}), this machine's Ray "
-                f"has {available.get(name, 0.0):g}: lower resources.workers or resources.{name.lower()}s_per_worker",
+                f"has {available.get(name, 0.0):g}: lower resources.workers or resources.{name.lower()}s_per_worker "
+                f"(--workers-per-trial, --{name.lower()}s-per-trial)",
             )
 
 
@@ -402,10 +424,13 @@ def _summarise(client, study, outcome: SweepOutcome, experiment_id, results) -> 
 
 
 # ---------------------------------------------------------------------- the CLI verb
-def run_sweep_command(args) -> int:
-    study = load_study_spec(args.space)
+def run_sweep_command(args, study: StudySpec | None = None, overrides: list[str] | None = None) -> int:
+    """`sweep`: `study` is the space already loaded with its `overrides` (the CLI checks both before importing
+    this module), else read from `args.space`."""
+    study = load_study_spec(args.space) if study is None else study
     outcome = run_sweep(
         study,
+        overrides=overrides,
         resume=args.resume,
         address=args.address,
         storage=args.storage,

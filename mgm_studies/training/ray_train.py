@@ -30,6 +30,7 @@ import torch
 
 from mgm_studies.config import RunConfig, parse_run_config
 from mgm_studies.data import HistogramSpec
+from mgm_studies.training.device import device_tags, ray_assigned_device
 from mgm_studies.training.reporter import Evaluation, NullReporter
 from mgm_studies.training.trainer import Trainer
 
@@ -51,8 +52,18 @@ class RayReporter(NullReporter):
     """Turns what the Trainer reports into Ray results (see the module docstring). `send` is `tune.report` or
     `train.report` wrapped; on ranks other than 0 of a `train` executor only `report_peer_evaluation` is called."""
 
-    def __init__(self, send: Send, *, total_steps: int, metrics: list[str], modes: list[str], box=None) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        total_steps: int,
+        metrics: list[str],
+        modes: list[str],
+        box=None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
         self.send, self.total_steps, self.box = send, total_steps, box
+        self.tags = dict(tags or {})  # sent with every result (the device used), set on the trial's MLflow run
         self.metrics, self.modes = metrics, modes
         self.export: Callable[[], dict] | None = None  # set once the Trainer exists: the final model
         self._scalars: list[list] = []
@@ -73,7 +84,7 @@ class RayReporter(NullReporter):
             STATUS: "finished" if final else "running",
             FINAL: final,
             SCALARS: self._take_scalars(),
-            TAGS: dict(evaluation.tags),
+            TAGS: {**self.tags, **evaluation.tags},
             EVALUATED: sorted(evaluation.metrics),
         }
         with tempfile.TemporaryDirectory(prefix="mgm-report-") as tmp:
@@ -95,7 +106,7 @@ class RayReporter(NullReporter):
             m: DIVERGED_VALUE if mode == "min" else -DIVERGED_VALUE
             for m, mode in zip(self.metrics, self.modes, strict=True)
         }
-        result = {**values, STEP: step, TOTAL_STEPS: self.total_steps, STATUS: "diverged", FINAL: True}
+        result = {**values, STEP: step, TOTAL_STEPS: self.total_steps, STATUS: "diverged", FINAL: True, TAGS: self.tags}
         self.send({**result, SCALARS: self._take_scalars()}, None)
 
     def _take_scalars(self) -> list[list]:
@@ -160,11 +171,9 @@ def restore_checkpoint(folder: Path | None, into: Path) -> int | None:
 
 
 def resolve_device(config: RunConfig) -> str:
-    """`resources.device` with `auto`: CUDA when the trial was given a GPU and one is visible, else the CPU."""
-    device = config.resources.device
-    if device == "auto":
-        return "cuda" if config.resources.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
-    return device
+    """`resources.device` in a Tune trial's process, `auto` decided by what Ray assigned it (`training/device.py`):
+    CUDA when Ray gave the trial a GPU (a fraction included) and CUDA is visible, else the CPU."""
+    return ray_assigned_device(config.resources.device)
 
 
 def train_with_reporter(
@@ -185,7 +194,7 @@ def train_with_reporter(
     total = config.train.num_steps
     if rank == 0:
         reporter: RayReporter | PeerReporter = RayReporter(
-            send, total_steps=total, metrics=metrics, modes=modes, box=parts[0].histogram
+            send, total_steps=total, metrics=metrics, modes=modes, box=parts[0].histogram, tags=device_tags(device)
         )
     else:
         reporter = PeerReporter(send)
@@ -247,6 +256,9 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", loop_config["tracking_uri"])  # teachers found by their config hash
     context = ray.train.get_context()
     config = parse_run_config(loop_config["config"])
+    device = ray_assigned_device(config.resources.device)
+    if device == "cuda":  # this worker's own GPU among the node's (Ray Train's local rank mapping)
+        device = str(ray.train.torch.get_device())
     _train_reporting_to(
         ray.train.report,
         ray.train.Checkpoint,
@@ -254,7 +266,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         config,
         metrics=loop_config["metrics"],
         modes=loop_config["modes"],
-        device=str(ray.train.torch.get_device()) if config.resources.gpus_per_worker > 0 else "cpu",
+        device=device,
         rank=context.get_world_rank(),
         world_size=context.get_world_size(),
     )

@@ -179,6 +179,9 @@ def test_space_hash_is_stable_across_key_order_and_follows_the_values() -> None:
     changed["space"]["train.batch_size"]["choice"] = [32, 128]
     assert parse_study_spec(changed).space_hash() != first
     assert parse_study_spec(data | {"seeds": [0, 1]}).space_hash() != first
+    # Where trials run is not what they train: the base's resources leave the hash alone (issue 15).
+    on_gpus = data | {"base": {**data["base"], "resources": {"gpus_per_worker": 0.25, "device": "cuda"}}}
+    assert parse_study_spec(on_gpus).space_hash() == first
 
 
 def test_is_study_spec_tells_spaces_from_run_configs() -> None:

@@ -285,6 +285,7 @@ def test_two_ray_train_workers_train_a_jvp_objective_data_parallel(mlflow_env, t
     assert outcome.statuses == {"finished": 1}
     client, _, (child,) = runs("test_study")
     assert child.data.params["resources.workers"] == "2" and child.data.params["objective.name"] == "lsd"
+    assert child.data.tags["mgm.device"] == "cpu"  # rank 0's device, sent with its results (no GPU assigned)
     assert [m.step for m in client.get_metric_history(child.info.run_id, "kl/nfe-2")] == [20, 40, 60]
     assert len(client.get_metric_history(child.info.run_id, "loss/offdiagonal")) == 60
     assert "checkpoints/final.pt" in [a.path for a in client.list_artifacts(child.info.run_id, "checkpoints")]
@@ -306,3 +307,42 @@ def test_a_multi_objective_optuna_sweep_repeats_each_configuration_over_the_seed
     for child in children:
         by_lr.setdefault(child.data.params["train.optimizer.lr"], set()).add(child.data.params["train.seed"])
     assert list(by_lr.values()) == [{"0", "1"}, {"0", "1"}]  # two configurations, each run with both seeds
+
+
+def test_sweep_set_reaches_every_trial_and_resources_alone_keep_the_sweep(mlflow_env, tmp_path, capsys):
+    """`sweep --set` and `--cpus-per-trial` (issue 15): every child run trains and records the overridden base, with
+    the device it used; a resources-only change is the same sweep (refused without --resume, resumed with it)."""
+    import json
+
+    from mgm_studies.cli import main
+    from mgm_studies.studies.overrides import sweep_overrides
+    from mgm_studies.studies.space import load_study_spec
+
+    spec = study(
+        tmp_path,
+        search={"algorithm": "grid", "max_concurrent": 2},
+        space={"interpolant.schedule": {"grid": ["linear", "trig"]}},
+    )
+    space, storage = str(tmp_path / "space.yaml"), str(tmp_path / "ray")
+    command = ["sweep", space, "--storage", storage, "--quiet", "--set", "train.steps=7", "--cpus-per-trial", "1"]
+    assert main(command) == 0
+
+    client, parents, children = runs("test_study")
+    assert len(parents) == 1 and len(children) == 2
+    for child in children:
+        params, tags = child.data.params, child.data.tags
+        assert params["train.steps"] == "7" and params["resources.cpus_per_worker"] == "1.0"
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == list(range(1, 8))
+        assert tags["mgm.device"] == "cpu" and tags["mgm.device_name"] == "cpu"  # what was used, never "auto"
+    parent = parents[0].data.tags
+    assert json.loads(parent["mgm.overrides"]) == ["train.steps=7", "--cpus-per-trial=1.0"]
+    overridden = load_study_spec(space, sweep_overrides(["train.steps=7"], cpus_per_trial=1.0))
+    assert parent["mgm.space_hash"] == overridden.space_hash() != spec.space_hash()
+
+    same_study = ["sweep", space, "--storage", storage, "--quiet", "--set", "train.steps=7", "--cpus-per-trial", "0.5"]
+    capsys.readouterr()
+    assert main(same_study) == 2 and "already exists" in capsys.readouterr().err  # the same sweep: not a new one
+    assert main([*same_study, "--resume"]) == 0  # finished trials stay finished; no new runs
+    client, parents, again = runs("test_study")
+    assert len(parents) == 1 and sorted(c.info.run_id for c in again) == sorted(c.info.run_id for c in children)
+    assert json.loads(parents[0].data.tags["mgm.resources"])["cpus_per_worker"] == 0.5
