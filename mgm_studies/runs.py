@@ -40,8 +40,9 @@ def train_tracked(
             config, checkpoint_dir=checkpoint_dir, reporter=reporter, device=device, progress=progress, parts=parts
         )
         if trainer.resumed_from is not None:
+            reporter.skip_logged()  # steps after the checkpoint that a killed attempt had logged are not logged again
             print(f"resuming from {trainer.resumed_from} (step {trainer.step})", file=sys.stderr)
-        with _ctrl_c_stops_at_a_step() as stop_requested:
+        with stop_signals_end_at_a_step() as stop_requested:
             result = trainer.run(should_stop=stop_requested)
         reporter.flush()
     except KeyboardInterrupt:
@@ -60,11 +61,15 @@ def train_tracked(
     return result
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's preemption or eviction (SLURM, Kubernetes)
+
+
 @contextlib.contextmanager
-def _ctrl_c_stops_at_a_step() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C asks the Trainer to stop after its current step (pending losses reported, a checkpoint
-    written), so no KeyboardInterrupt lands in the middle of an MLflow or checkpoint write; a second one interrupts
-    at once. Only the main thread can own signal handlers: elsewhere Ctrl-C keeps its default behaviour."""
+def stop_signals_end_at_a_step() -> Iterator[Callable[[], bool]]:
+    """The first SIGINT (Ctrl-C) or SIGTERM asks the Trainer to stop after its current step (pending losses reported,
+    a checkpoint written at that step), so no KeyboardInterrupt lands in the middle of an MLflow or checkpoint write
+    and a preempted run loses nothing (schedulers send SIGTERM, then SIGKILL after a grace period); a second signal
+    interrupts at once. Only the main thread can own signal handlers: elsewhere both keep their default behaviour."""
     requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield requested.is_set
@@ -74,10 +79,12 @@ def _ctrl_c_stops_at_a_step() -> Iterator[Callable[[], bool]]:
         if requested.is_set():
             raise KeyboardInterrupt
         requested.set()
-        print("stopping after this step (Ctrl-C again to interrupt at once)", file=sys.stderr)
+        name = signal.Signals(signum).name
+        print(f"{name}: stopping after this step (send it again to interrupt at once)", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield requested.is_set
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)

@@ -142,15 +142,30 @@ class MlflowReporter(NullReporter):
 
     Per-step scalars are buffered and sent with `log_batch` (1000 at a time, and before every evaluation), so
     logging every step costs a few database writes per thousand steps rather than one per step.
+
+    A resumed run replays the steps between its checkpoint and the point where it stopped (after a SIGKILL, a
+    scheduler's grace period running out, some of them were already written): `skip_logged` drops each metric's
+    rows at steps the run already holds, so every step is logged once (the replay computes the same values).
     """
 
     def __init__(self, mlflow_client: MlflowClient, run_id: str, *, box=None, plot_prefix: str = "plots") -> None:
         self.client, self.run_id, self.box, self.plot_prefix = mlflow_client, run_id, box, plot_prefix
         self._buffer: list[Metric] = []
+        self._logged_through: dict[str, int] = {}  # metric -> the last step the run already holds
+
+    def skip_logged(self) -> None:
+        """Read the last logged step of each metric (MLflow's latest value of a metric is the one at its largest
+        step) and log nothing at or before it."""
+        metrics = self.client.get_run(self.run_id).data.to_proto().metrics
+        self._logged_through = {m.key: max(m.step, self._logged_through.get(m.key, m.step)) for m in metrics}
 
     def report_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(key, float(value), now, step) for key, value in scalars.items())
+        self._buffer.extend(
+            Metric(key, float(value), now, step)
+            for key, value in scalars.items()
+            if step > self._logged_through.get(key, -1)
+        )
         if len(self._buffer) >= _BATCH:
             self.flush()
 

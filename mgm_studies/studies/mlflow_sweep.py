@@ -76,6 +76,9 @@ class MlflowSweepCallback(tune.Callback):
             max_results=1,
         )
         run_id = found[0].info.run_id if found else self._create(trial)
+        if found and found[0].data.tags.get(tracking.TAG_STATUS) == "interrupted":  # continued by `--resume`
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, tracking.TAG_STATUS, "running")
         self._runs[trial.trial_id] = run_id
         return run_id
 

@@ -14,11 +14,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,7 +353,7 @@ def run_sweep(
                     verbose=verbose,
                 ),
             )
-        with reaping_orphaned_placement_groups():  # a stopped `train` trial's workers' resources (placement.py)
+        with reaping_orphaned_placement_groups(), _sigterm_as_ctrl_c():  # placement.py; preemption
             results = tuner.fit()
     except BaseException as exc:  # Ray or Tune failed, or Ctrl-C outside fit(): the parent run never stays RUNNING
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
@@ -371,6 +375,22 @@ def axis_param(params: dict[str, str], key: str) -> str | None:
         return params[f"{key}.name"]
     inside = {k[len(key) + 1 :]: v for k, v in params.items() if k.startswith(f"{key}.")}
     return json.dumps(inside, sort_keys=True) if inside else None
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """A scheduler's SIGTERM (SLURM preemption, Kubernetes eviction; SIGKILL follows after a grace period) stops the
+    sweep as Ctrl-C does: Ray Tune's SIGINT handler, installed inside `fit()`, stops the trials and saves the
+    experiment so `--resume` continues it (a second signal interrupts at once). Without this, the handler that
+    `ray.init` installs exits the driver on the spot. Only the main thread can own signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_fits_locally(config: RunConfig, available: dict[str, float]) -> None:
@@ -400,6 +420,13 @@ def _summarise(client, study, outcome: SweepOutcome, experiment_id, results) -> 
         filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
         max_results=10_000,
     )
+    # Interrupted: a child still running, or a trial Tune knows of that never got a child run. Tune has stopped
+    # every trial by now: a child still running is closed as interrupted (`--resume` continues it, and opens it again).
+    running = [r for r in children if r.data.tags.get(tracking.TAG_STATUS, "running") == "running"]
+    outcome.interrupted = bool(running) or len(results) > len(children)
+    for run in running if outcome.interrupted else []:
+        tracking.finish_run(client, run.info.run_id, "interrupted")
+        run.data.tags[tracking.TAG_STATUS] = "interrupted"
     for run in children:
         status = run.data.tags.get(tracking.TAG_STATUS, "running")
         outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
@@ -411,8 +438,6 @@ def _summarise(client, study, outcome: SweepOutcome, experiment_id, results) -> 
             params = {k: axis_param(run.data.params, k) for k in study.space}
             params["train.seed"] = run.data.params.get("train.seed")
             outcome.best[metric] = (run.info.run_id, value, params)
-    # Interrupted: a child still running, or a trial Tune knows of that never got a child run.
-    outcome.interrupted = outcome.statuses.get("running", 0) > 0 or len(results) > len(children)
     now = int(time.time() * 1000)
     metrics = [Metric(f"trials/{status}", float(n), now, 0) for status, n in outcome.statuses.items()]
     metrics += [Metric(f"best/{metric}", float(v), now, 0) for metric, (_, v, _) in outcome.best.items()]

@@ -4,6 +4,10 @@
 one, `resources.gpus_per_worker: 0.25` included) trains on CUDA when CUDA is visible; one without a GPU trains on the
 CPU even on a machine that has GPUs (they belong to other trials). The decision is a pure function of Ray's answer,
 so it is tested without Ray or a GPU.
+
+Under Ray a run also records the GPU ids Ray assigned it (`mgm.ray_gpu_ids`): trials packed on one GPU by a fractional
+ask (`--gpus-per-trial 0.25`) share an id. It is Ray's id, the node's physical GPU; `mgm.device` is the index the
+process sees (`cuda:0`: Ray sets `CUDA_VISIBLE_DEVICES` to the assigned GPUs), so the two may differ.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Sequence
 
 TAG_DEVICE = "mgm.device"  # the device used: "cpu", "cuda:0" (never "auto")
 TAG_DEVICE_NAME = "mgm.device_name"  # torch.cuda.get_device_name, or "cpu"
+TAG_RAY_GPU_IDS = "mgm.ray_gpu_ids"  # under Ray: the GPU ids Ray assigned, comma-separated ("0", "0,1"), or "none"
 
 
 def choose_device(requested: str, gpu_ids: Sequence[object], cuda_available: bool) -> str:
@@ -50,4 +55,26 @@ def device_tags(device: str) -> dict[str, str]:
     return {TAG_DEVICE: concrete, TAG_DEVICE_NAME: name}
 
 
-__all__ = ["TAG_DEVICE", "TAG_DEVICE_NAME", "choose_device", "concrete_device", "device_tags", "ray_assigned_device"]
+def ray_gpu_ids_tag(gpu_ids: Sequence[object]) -> dict[str, str]:
+    """The MLflow tag of the GPUs Ray assigned (`ray.get_gpu_ids()`): `mgm.ray_gpu_ids`, "none" when it gave none."""
+    return {TAG_RAY_GPU_IDS: ",".join(str(i) for i in gpu_ids) or "none"}
+
+
+def ray_device_tags(device: str) -> dict[str, str]:
+    """`device_tags` in a Ray trial or worker, with the GPU ids Ray assigned this process (`mgm.ray_gpu_ids`)."""
+    import ray
+
+    return {**device_tags(device), **ray_gpu_ids_tag(ray.get_gpu_ids())}
+
+
+__all__ = [
+    "TAG_DEVICE",
+    "TAG_DEVICE_NAME",
+    "TAG_RAY_GPU_IDS",
+    "choose_device",
+    "concrete_device",
+    "device_tags",
+    "ray_assigned_device",
+    "ray_device_tags",
+    "ray_gpu_ids_tag",
+]

@@ -30,7 +30,7 @@ import torch
 
 from mgm_studies.config import RunConfig, parse_run_config
 from mgm_studies.data import HistogramSpec
-from mgm_studies.training.device import device_tags, ray_assigned_device
+from mgm_studies.training.device import ray_assigned_device, ray_device_tags
 from mgm_studies.training.reporter import Evaluation, NullReporter
 from mgm_studies.training.trainer import Trainer
 
@@ -61,8 +61,13 @@ class RayReporter(NullReporter):
         modes: list[str],
         box=None,
         tags: Mapping[str, str] | None = None,
+        reported_through: int = 0,
     ) -> None:
         self.send, self.total_steps, self.box = send, total_steps, box
+        # A restarted trial resumes from the Trainer checkpoint reported with its last result, which may be older
+        # than that result (checkpoints and evaluations have their own intervals): the replayed steps and
+        # evaluations up to `reported_through` were already sent, and are not sent again.
+        self.reported_through = reported_through
         self.tags = dict(tags or {})  # sent with every result (the device used), set on the trial's MLflow run
         self.metrics, self.modes = metrics, modes
         self.export: Callable[[], dict] | None = None  # set once the Trainer exists: the final model
@@ -70,6 +75,8 @@ class RayReporter(NullReporter):
         self._checkpoint: tuple[int, Path] | None = None
 
     def report_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        if step <= self.reported_through:
+            return
         self._scalars.append([step, {k: float(v) for k, v in scalars.items()}])
 
     def report_checkpoint(self, step: int, path: Path) -> None:
@@ -77,6 +84,8 @@ class RayReporter(NullReporter):
 
     def report_evaluation(self, evaluation: Evaluation) -> None:
         final = evaluation.step >= self.total_steps
+        if evaluation.step <= self.reported_through and not final:  # the last result always goes out
+            return
         result = {
             **evaluation.metrics,
             STEP: evaluation.step,
@@ -146,10 +155,12 @@ def load_samples(path: Path) -> tuple[Evaluation, HistogramSpec | None]:
 class PeerReporter(NullReporter):
     """Ranks other than 0 of a `train` executor: join each collective report with an empty result."""
 
-    def __init__(self, send: Send) -> None:
-        self.send = send
+    def __init__(self, send: Send, *, total_steps: int, reported_through: int = 0) -> None:
+        self.send, self.total_steps, self.reported_through = send, total_steps, reported_through
 
     def report_peer_evaluation(self, step: int) -> None:
+        if step <= self.reported_through and step < self.total_steps:  # skipped by rank 0 too (a collective)
+            return
         self.send({}, None)
 
     def report_diverged(self, step: int) -> None:
@@ -170,6 +181,13 @@ def restore_checkpoint(folder: Path | None, into: Path) -> int | None:
     return int(step)
 
 
+def reported_step(folder: Path | None) -> int:
+    """The step of the result a reported checkpoint folder went out with (0 when there is none)."""
+    if folder is None or not (folder / META_FILE).is_file():
+        return 0
+    return int(json.loads((folder / META_FILE).read_text())["step"])
+
+
 def resolve_device(config: RunConfig) -> str:
     """`resources.device` in a Tune trial's process, `auto` decided by what Ray assigned it (`training/device.py`):
     CUDA when Ray gave the trial a GPU (a fraction included) and CUDA is visible, else the CPU."""
@@ -186,18 +204,26 @@ def train_with_reporter(
     device: str,
     rank: int = 0,
     world_size: int = 1,
+    reported_through: int = 0,
 ) -> str:
-    """Run (or resume) the Trainer, reporting to Ray through `send`; returns the run's status."""
+    """Run (or resume) the Trainer, reporting to Ray through `send`; returns the run's status. `reported_through`:
+    the step of the last result Ray already has (a restarted trial's)."""
     from mgm_studies.builders import build_run
 
     parts = build_run(config, device=device)
     total = config.train.num_steps
     if rank == 0:
         reporter: RayReporter | PeerReporter = RayReporter(
-            send, total_steps=total, metrics=metrics, modes=modes, box=parts[0].histogram, tags=device_tags(device)
+            send,
+            total_steps=total,
+            metrics=metrics,
+            modes=modes,
+            box=parts[0].histogram,
+            tags=ray_device_tags(device),
+            reported_through=reported_through,
         )
     else:
-        reporter = PeerReporter(send)
+        reporter = PeerReporter(send, total_steps=total, reported_through=reported_through)
     trainer = Trainer(
         config,
         checkpoint_dir=checkpoint_dir,
@@ -225,10 +251,12 @@ def _train_reporting_to(report, checkpoint_class, latest, config: RunConfig, **o
 
     with tempfile.TemporaryDirectory(prefix="mgm-trial-") as tmp:
         checkpoint_dir = Path(tmp) / "checkpoints"
+        reported = 0
         if latest is not None:  # on every rank: all resume at the same step with the same weights
             with latest.as_directory() as folder:
                 restore_checkpoint(Path(folder), checkpoint_dir)
-        return train_with_reporter(config, checkpoint_dir, send, **options)
+                reported = reported_step(Path(folder))
+        return train_with_reporter(config, checkpoint_dir, send, reported_through=reported, **options)
 
 
 # ---------------------------------------------------------------------- the `inline` executor

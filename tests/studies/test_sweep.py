@@ -224,6 +224,70 @@ def test_a_sweep_killed_with_sigkill_resumes_without_losing_or_duplicating_trial
     assert {c.info.run_id for c in before} <= {c.info.run_id for c in children} and len(ids) == 4
 
 
+def test_a_sweep_sent_sigterm_stops_like_ctrl_c_and_resumes_with_each_step_once(mlflow_env, tmp_path, ray_cluster):
+    """A scheduler's SIGTERM (preemption, eviction) to the driver: Tune stops the trials and saves the experiment,
+    the parent and the unfinished children are closed as interrupted (exit 130); `--resume` finishes the sweep, the
+    finished trials untouched, and every child's history holds each step once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = {**BASE, "train": {**BASE["train"], "steps": 200, "checkpoint_interval": 50}}
+    spec_data = {
+        "name": "test_study",
+        "base": {**base, "eval": {**BASE["eval"], "interval": 50}},
+        "metric": "kl/nfe-2",
+        "search": {"algorithm": "grid", "max_concurrent": 1},
+        "space": {"interpolant.schedule": {"grid": ["linear", "trig"]}},
+        "seeds": [0, 1],
+    }
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(spec_data))
+    command = [
+        sys.executable,
+        "-m",
+        "mgm_studies",
+        "sweep",
+        "space.yaml",
+        "--quiet",
+        "--storage",
+        str(tmp_path / "ray"),
+    ]
+    command += ["--address", ray_cluster]
+    driver = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ), stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:
+        experiment = client.get_experiment_by_name("test_study")
+        trials = experiment and client.search_runs([experiment.experiment_id], "tags.`mgm.kind` = 'trial'")
+        statuses = [t.data.tags.get("mgm.status") for t in trials or []]
+        if "finished" in statuses and "running" in statuses:
+            break
+        time.sleep(0.2)
+    assert driver.poll() is None, "the sweep ended before it could be stopped"
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err
+    assert "sweep interrupted" in err
+    _, (parent,), before = runs("test_study")
+    assert parent.info.status == "KILLED" and parent.data.tags["mgm.status"] == "interrupted"
+    finished = {
+        c.info.run_id: c.data.tags["mgm.trial_process"] for c in before if c.data.tags["mgm.status"] == "finished"
+    }
+    assert finished and {c.data.tags["mgm.status"] for c in before} <= {"finished", "interrupted"}
+    assert len(finished) < len(before) or len(before) < 4
+
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=dict(os.environ))
+    assert resumed.returncode == 0
+    _, parents, children = runs("test_study")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4 and {c.data.tags["mgm.status"] for c in children} == {"finished"}
+    assert {c.info.run_id: c.data.tags["mgm.trial_process"] for c in children if c.info.run_id in finished} == finished
+    for child in children:
+        assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "loss")) == list(range(1, 201))
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "kl/nfe-2")] == [50, 100, 150, 200]
+
+
 def test_a_trial_whose_process_is_killed_resumes_from_its_last_checkpoint(mlflow_env, tmp_path):
     """The trial's process gets SIGKILL after its evaluation at step 250; Tune restarts the trial (FailureConfig)
     in a new process from the checkpoint reported with that evaluation. Results go out with each evaluation, so the

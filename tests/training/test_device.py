@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from mgm_studies.training import device as device_module
-from mgm_studies.training.device import TAG_DEVICE, TAG_DEVICE_NAME, choose_device, device_tags
+from mgm_studies.training.device import (
+    TAG_DEVICE,
+    TAG_DEVICE_NAME,
+    TAG_RAY_GPU_IDS,
+    choose_device,
+    device_tags,
+    ray_device_tags,
+    ray_gpu_ids_tag,
+)
 
 
 @pytest.mark.parametrize(
@@ -45,3 +53,14 @@ def test_the_device_tags_name_a_concrete_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"Stub GPU {device}")
     assert device_tags("cuda") == {TAG_DEVICE: "cuda:0", TAG_DEVICE_NAME: "Stub GPU cuda:0"}
     assert device_tags("cuda:1")[TAG_DEVICE] == "cuda:1"
+
+
+def test_the_ray_gpu_ids_tag_names_what_ray_assigned(monkeypatch):
+    """Trials packed on one GPU share its id (tests/studies/test_packing.py runs that with a real Ray)."""
+    import ray
+
+    assert ray_gpu_ids_tag([0]) == {TAG_RAY_GPU_IDS: "0"}
+    assert ray_gpu_ids_tag(["0", "1"]) == {TAG_RAY_GPU_IDS: "0,1"}
+    assert ray_gpu_ids_tag([]) == {TAG_RAY_GPU_IDS: "none"}
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: ["2"])
+    assert ray_device_tags("cpu") == {TAG_DEVICE: "cpu", TAG_DEVICE_NAME: "cpu", TAG_RAY_GPU_IDS: "2"}
