@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/image_throughput.py
 	$(BIN)/python benchmarks/eval_memory.py
+	$(BIN)/python benchmarks/gpu_sweep.py --mode cpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check mgm_studies tests benchmarks
