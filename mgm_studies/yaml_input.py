@@ -52,13 +52,19 @@ def safe_load(text: str, *, field: str, source: str) -> Any:
         loader.dispose()
 
 
+def split_override(override: str) -> tuple[str, str]:
+    """(dotted key, raw value) of a `dotted.key=value` override; a ConfigError on `--set` when it is not one."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key or any(not part.strip() for part in key.split(".")):
+        raise ConfigError.single("--set", f"expected dotted.key=value, got {quote(override)}")
+    return key, raw
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `dotted.key=value` overrides; values are parsed as YAML (scalars, lists or mappings), with the same
     bounds as a config file. Every problem names `--set KEY`."""
     for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep or not key or any(not part.strip() for part in key.split(".")):
-            raise ConfigError.single("--set", f"expected dotted.key=value, got {quote(override)}")
+        key, raw = split_override(override)
         node = data
         *parents, leaf = key.split(".")
         for depth, part in enumerate(parents):

@@ -22,8 +22,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgm_studies.configbase import ConfigError, quote
-from mgm_studies.yaml_input import apply_overrides
+from mgm_studies.configbase import ConfigError
+from mgm_studies.yaml_input import apply_overrides, split_override
 
 RESOURCES = "resources"
 _SEED = "train.seed"
@@ -63,9 +63,7 @@ def sweep_overrides(
     GPUs and CPUs are split over the final number of workers)."""
     overrides = []
     for text in sets:
-        key, sep, _ = text.partition("=")
-        if not sep or not key or any(not part.strip() for part in key.split(".")):
-            raise ConfigError.single("--set", f"expected dotted.key=value, got {quote(text)}")
+        key, _ = split_override(text)
         overrides.append(Override(text, f"--set {key}"))
     flags = (
         ("--workers-per-trial", "workers", workers_per_trial, 1),
