@@ -434,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPUs per trial, split over its workers (resources.cpus_per_worker)",
     )
     p.add_argument("--workers-per-trial", type=int, metavar="N", help="Ray Train workers per trial (resources.workers)")
+    p.add_argument(
+        "--keep-checkpoints",
+        choices=["all", "unfinished"],
+        default="all",
+        help="Tune checkpoints to keep: all (each trial's last 2, the default), or unfinished (a finished trial's are "
+        "deleted once its final model is in MLflow); a --resume keeps the sweep's first choice",
+    )
     p.add_argument("--quiet", action="store_true", help="no Tune progress table")
     p.set_defaults(handler=cmd_sweep)
 

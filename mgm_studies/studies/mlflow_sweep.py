@@ -44,9 +44,19 @@ class MlflowSweepCallback(tune.Callback):
     `trial_config(params)` maps a trial's Tune config to its run config.
     """
 
-    def __init__(self, *, study, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep: str) -> None:
+    def __init__(
+        self,
+        *,
+        study,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        sweep: str,
+        keep_checkpoints: str = "all",
+    ) -> None:
         self.study, self.tracking_uri = study, tracking_uri
         self.experiment_id, self.parent_run_id, self.sweep = experiment_id, parent_run_id, sweep
+        self.keep_checkpoints = keep_checkpoints  # "all", or "unfinished": see `_prune_checkpoints`
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
         self._where: dict[str, str] = {}
@@ -191,8 +201,32 @@ class MlflowSweepCallback(tune.Callback):
             tracking.finish_run(self.client, run_id, "diverged", tags={"mgm.diverged_step": str(result.get("step"))})
         elif status == "finished" and result.get(ray_train.FINAL):
             tracking.finish_run(self.client, run_id, "finished")
+            if self.keep_checkpoints == "unfinished":
+                self._prune_checkpoints(trial, run_id)
         else:  # ended before its last step without an error: a scheduler (ASHA) stopped it
             tracking.finish_run(self.client, run_id, "stopped", tags={"mgm.stopped_step": str(result.get("step"))})
+
+    def _prune_checkpoints(self, trial: _Trial, run_id: str) -> None:
+        """`--keep-checkpoints unfinished`: delete a finished trial's Tune checkpoints (weights, EMAs, optimiser
+        state: what a restart needs, and most of a tiny trial's storage) once its final model is in MLflow. Tune
+        never restarts a finished trial, `--resume` included; a trial without `checkpoints/final.pt` in its run keeps
+        its checkpoints."""
+        if trial.folder is None or trial.filesystem is None:
+            return
+        logged = {Path(a.path).name for a in self.client.list_artifacts(run_id, "checkpoints")}
+        if ray_train.FINAL_FILE not in logged:
+            logger.warning("trial %s: final model not in MLflow, its checkpoints are kept", trial.trial_id)
+            return
+        from pyarrow import fs
+
+        found = trial.filesystem.get_file_info(fs.FileSelector(trial.folder, recursive=True, allow_not_found=True))
+        # Tune's (checkpoint_000003) and, for `train` trials, Ray Train's under the trial's folder.
+        folders = [f.path for f in found if f.type == fs.FileType.Directory and f.base_name.startswith("checkpoint_")]
+        for folder in sorted(folders, key=len):
+            if any(folder.startswith(done + "/") for done in folders if done != folder):
+                continue  # inside a checkpoint folder already deleted
+            trial.filesystem.delete_dir(folder)
+        self.client.set_tag(run_id, "mgm.checkpoints_pruned", str(len(folders)))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         try:
@@ -212,10 +246,15 @@ class _Trial:
 
     trial_id: str
     config: dict
+    folder: str | None = None  # the trial's folder in Tune's storage
+    filesystem: Any = None  # the pyarrow filesystem that folder lives on (local, S3, GCS, ...)
 
 
 def _snapshot(trial) -> _Trial:
-    return _Trial(trial.trial_id, dict(trial.config))
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return _Trial(trial.trial_id, dict(trial.config))
+    return _Trial(trial.trial_id, dict(trial.config), storage.trial_fs_path, storage.storage_filesystem)
 
 
 def _stage(checkpoint) -> Path | None:

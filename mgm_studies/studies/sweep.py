@@ -264,11 +264,13 @@ def run_sweep(
     max_concurrent: int | None = None,
     verbose: int = 1,
     overrides: list[str] | None = None,
+    keep_checkpoints: str = "all",
 ) -> SweepOutcome:
     """Run (or, with `resume`, continue) the sweep of `study`; returns what happened. Starts a local Ray unless one
     is running or an address is given (`RAY_ADDRESS` too). `experiment` (default: the study name) is checked first,
     before anything starts or is written. `overrides` (already applied to `study.base`) are recorded on the parent
-    run."""
+    run. `keep_checkpoints`: "all" (Tune keeps each trial's last 2), or "unfinished" (a finished trial's are deleted
+    once its final model is in MLflow; stored with the sweep, so a `--resume` keeps the choice it started with)."""
     experiment = check_name(study.name if experiment is None else experiment, "--experiment")
     import ray
     from ray import tune
@@ -332,6 +334,7 @@ def run_sweep(
                 experiment_id=experiment_id,
                 parent_run_id=parent_run_id,
                 sweep=sweep,
+                keep_checkpoints=keep_checkpoints,
             )
             tuner = tune.Tuner(
                 trainable,
@@ -463,6 +466,7 @@ def run_sweep_command(args, study: StudySpec | None = None, overrides: list[str]
         num_samples=args.num_samples,
         max_concurrent=args.max_concurrent,
         verbose=0 if args.quiet else 1,
+        keep_checkpoints=args.keep_checkpoints,
     )
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.statuses.items()))
     print(f"sweep {outcome.sweep}: {counts or 'no trials'}")

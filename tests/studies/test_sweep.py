@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -71,6 +72,8 @@ def test_a_grid_sweep_records_one_parent_run_and_a_child_run_per_trial(mlflow_en
     best_run, best_value, _ = outcome.best["kl/nfe-2"]
     assert best_value == min(c.data.metrics["kl/nfe-2"] for c in children)
     assert parent.data.tags["mgm.best_run.kl/nfe-2"] == best_run
+    # The default keeps Tune's checkpoints (the last 2 of each trial).
+    assert len(list((tmp_path / "ray").glob(f"{outcome.sweep}/*/checkpoint_*"))) == 2 * 4
 
 
 def test_a_grid_over_whole_objective_sections_runs_each_objective(mlflow_env, tmp_path):
@@ -389,7 +392,7 @@ def test_sweep_set_reaches_every_trial_and_resources_alone_keep_the_sweep(mlflow
     )
     space, storage = str(tmp_path / "space.yaml"), str(tmp_path / "ray")
     command = ["sweep", space, "--storage", storage, "--quiet", "--set", "train.steps=7", "--cpus-per-trial", "1"]
-    assert main(command) == 0
+    assert main([*command, "--keep-checkpoints", "unfinished"]) == 0
 
     client, parents, children = runs("test_study")
     assert len(parents) == 1 and len(children) == 2
@@ -398,6 +401,10 @@ def test_sweep_set_reaches_every_trial_and_resources_alone_keep_the_sweep(mlflow
         assert params["train.steps"] == "7" and params["resources.cpus_per_worker"] == "1.0"
         assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == list(range(1, 8))
         assert tags["mgm.device"] == "cpu" and tags["mgm.device_name"] == "cpu"  # what was used, never "auto"
+        # --keep-checkpoints unfinished: a finished trial's Tune checkpoints go once its final model is in MLflow.
+        assert "checkpoints/final.pt" in [a.path for a in client.list_artifacts(child.info.run_id, "checkpoints")]
+        assert int(tags["mgm.checkpoints_pruned"]) >= 1
+    assert list(Path(storage).rglob("checkpoint_*")) == []
     parent = parents[0].data.tags
     assert json.loads(parent["mgm.overrides"]) == ["train.steps=7", "--cpus-per-trial=1.0"]
     overridden = load_study_spec(space, sweep_overrides(["train.steps=7"], cpus_per_trial=1.0))
