@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	bash scripts/ensure_postgres.sh
 	$(BIN)/ruff check mgm_studies tests benchmarks
 	$(BIN)/ruff format --check mgm_studies tests benchmarks
 	$(BIN)/python -m pytest -q
