@@ -33,9 +33,8 @@ CLUSTERS = ROOT / "clusters"
 KUBERAY = CLUSTERS / "kuberay"
 SBATCH = CLUSTERS / "slurm" / "sweep.sbatch"
 LAUNCHERS = ["aws.yaml", "gcp.yaml"]
-SHIPPED_SPACES = {
-    f"search_spaces/{name}.yaml"
-    for name in ("demo", "si_schedules", "mgm_flip", "itvm_intermediate_time", "flow_map_objectives")
+SHIPPED_SPACES = {str(p.relative_to(ROOT)) for p in (ROOT / "search_spaces").rglob("*.yaml")} - {
+    str(p.relative_to(ROOT)) for p in (ROOT / "search_spaces" / "teachers").rglob("*.yaml")
 }
 YAML_FILES = sorted(p for p in CLUSTERS.rglob("*") if p.suffix in {".yaml", ".yml"})
 
