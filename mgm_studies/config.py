@@ -28,6 +28,7 @@ from mgm_studies.configbase import ConfigError, Seed, StrictModel, quote
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives import OBJECTIVES, ObjectiveConfig
 from mgm_studies.objectives.si import SIConfig
+from mgm_studies.training.cuda_graph import refusals as cuda_graph_refusals
 from mgm_studies.yaml_input import read_config
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -247,6 +248,12 @@ class TrainConfig(StrictModel):
     data_on_device: bool = Field(
         True, description="in-memory image sets: keep a copy on the training device and gather batches there"
     )
+    cuda_graphs: bool = Field(
+        False,
+        description="capture the whole training step (loss, backward, clip, optimiser, EMAs) as one CUDA graph and "
+        "replay it every step: removes the launch overhead that bounds small networks. One-phase objectives, "
+        "float32, one worker, a CUDA device (training/cuda_graph.py says which objectives and why)",
+    )
     seed: Seed = 0
     checkpoint_interval: PositiveInt = 1000
     log_interval: PositiveInt = 10
@@ -429,6 +436,8 @@ def check_run_config(config: RunConfig) -> RunConfig:
         problems.append(("objective.critic_features", "random Fourier features are for vectors: set 0 for images"))
     if config.train.channels_last and not isinstance(config.model, UNetConfig):
         problems.append(("train.channels_last", "is a memory layout for images: it needs model: {name: unet}"))
+    if config.train.cuda_graphs:
+        problems.extend(("train.cuda_graphs", reason) for reason in cuda_graph_refusals(config))
     ema = config.eval.ema
     if isinstance(ema, float) and ema not in config.train.ema_decays:
         problems.append(("eval.ema", f"{ema} is not one of the tracked train.ema_decays {config.train.ema_decays}"))

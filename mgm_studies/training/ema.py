@@ -22,16 +22,31 @@ class EMA:
         params = [p.detach() for p in model.parameters()]
         self.shadows: dict[float, list[Tensor]] = {d: [p.clone() for p in params] for d in self.decays}
 
+    def decays_at(self, step: int) -> list[float]:
+        """The decay each shadow moves with at update `step` (0-based), in the order of `shadows`."""
+        if not self.warmup:
+            return list(self.shadows)
+        return [min(decay, (1.0 + step) / (10.0 + step)) for decay in self.shadows]
+
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """Move every shadow towards the current parameters; `step` counts updates done so far (0-based)."""
         if not self.decays:
             return
         params = [p.detach() for p in model.parameters()]
-        for decay, shadow in self.shadows.items():
-            if self.warmup:
-                decay = min(decay, (1.0 + step) / (10.0 + step))
+        for shadow, decay in zip(self.shadows.values(), self.decays_at(step), strict=True):
             torch._foreach_lerp_(shadow, params, 1.0 - decay)
+
+    @torch.no_grad()
+    def update_by(self, model: nn.Module, weights: Sequence[Tensor]) -> None:
+        """`update` with each shadow's weight 1 - decay given as a 0-d tensor on the model's device, filled by the
+        caller from `decays_at`: a captured CUDA graph reads the tensor's current value, a float would stay frozen.
+        shadow += w (param - shadow), the lerp written with foreach ops that take a tensor weight."""
+        params = [p.detach() for p in model.parameters()]
+        for shadow, weight in zip(self.shadows.values(), weights, strict=True):
+            delta = torch._foreach_sub(params, shadow)
+            torch._foreach_mul_(delta, weight)
+            torch._foreach_add_(shadow, delta)
 
     @torch.no_grad()
     def restart(self, model: nn.Module) -> None:

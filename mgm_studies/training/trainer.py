@@ -3,7 +3,8 @@
 One step: objective -> loss -> backward -> grad clip -> optimiser -> every EMA. Per-step losses stay on the
 device and are checked and reported every `log_interval` steps (and before every evaluation or checkpoint), so the
 hot loop holds no host sync; a non-finite loss or gradient norm ends the run as "diverged" at the exact step where it
-first appeared, and no checkpoint is ever written after it.
+first appeared, and no checkpoint is ever written after it. With `train.cuda_graphs` the same step runs over static
+tensors and is replayed as one CUDA graph (cuda_graph.py).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from tqdm.auto import tqdm
 
 from mgm_studies.builders import build_model, build_run
 from mgm_studies.config import RunConfig
+from mgm_studies.configbase import ConfigError
 from mgm_studies.data import VectorDataset, data_shape
 from mgm_studies.evaluation import evaluate
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.objectives import Objective
 from mgm_studies.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mgm_studies.training.cuda_graph import StaticStep
 from mgm_studies.training.ema import EMA
 from mgm_studies.training.reporter import Evaluation, NullReporter, Reporter
 from mgm_studies.training.schedule import lr_factor
@@ -112,6 +115,8 @@ class Trainer:
         self.last_evaluation: Evaluation | None = None
         self.resumed_from: Path | None = None
         self._last_loss = float("nan")
+        # train.cuda_graphs: the step over static tensors, captured once and replayed (cuda_graph.py).
+        self.static_step = self.make_static_step(capture=True) if train.cuda_graphs else None
         if checkpoint_dir is not None and (latest := latest_checkpoint(checkpoint_dir)) is not None:
             self.load_state(load_checkpoint(latest))
             self.resumed_from = latest
@@ -122,6 +127,8 @@ class Trainer:
 
         Returns the step's losses, gradient norms and diagnostics as one tensor on the device (not synchronised).
         """
+        if self.static_step is not None:
+            return self._static_train_step()
         train = self.config.train
         factor = lr_factor(train.lr_schedule, self.step, train.num_steps)
         names: list[str] = []
@@ -157,6 +164,32 @@ class Trainer:
         self.ema.update(self.model, self.step - ema_start if self.step >= ema_start else self.step)
         self.step += 1
         return _Pending(self.step, names, values, self.base_lrs["model"] * factor)
+
+    def _static_train_step(self) -> _Pending:
+        """`train_step` through `static_step`: one phase, the learning rate and EMA decays computed here on the host,
+        the rest one graph replay on CUDA."""
+        train = self.config.train
+        lr = self.base_lrs["model"] * lr_factor(train.lr_schedule, self.step, train.num_steps)
+        self.objective.begin_step(self.step, train.num_steps)
+        values = self.static_step(self._batch(train.batch_size), lr, self.step)
+        self.step += 1
+        return _Pending(self.step, self.static_step.names, list(values.unbind()), lr)
+
+    def make_static_step(self, *, capture: bool) -> StaticStep:
+        """The step of `train.cuda_graphs` over this trainer's model, optimiser, EMAs and noise; `capture=False` runs
+        it uncaptured (how the CPU tests check it against `train_step`)."""
+        if self.world_size > 1:
+            raise ConfigError.single("train.cuda_graphs", "is for one worker: data-parallel ranks are not captured")
+        return StaticStep(
+            self.objective,
+            self.model,
+            self.optimizers["model"],
+            self.trained_parameters["model"],
+            self.ema,
+            self.noise_generator,
+            grad_clip=self.config.train.grad_clip,
+            capture=capture,
+        )
 
     def _placed(self, network: torch.nn.Module) -> torch.nn.Module:
         """`network` on the training device, in channels-last layout when `train.channels_last`."""
@@ -295,6 +328,8 @@ class Trainer:
         self.data_generator.set_state(state["data_generator"])
         self.noise_generator.set_state(state["noise_generator"])
         self.step = int(state["step"])
+        if self.static_step is not None:  # the optimiser's state tensors were replaced: capture them again
+            self.static_step.reset()
 
     def save(self) -> Path | None:
         if self.rank != 0 or self.checkpoint_dir is None:
