@@ -291,6 +291,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    check_name(args.study, "STUDY")  # before MLflow is imported
+    from mgm_studies.studies.status import run_status_command
+
+    return run_status_command(args)
+
+
 def cmd_train_extractor(args: argparse.Namespace) -> int:
     """Train the offline FID extractor on a run config's (labelled) image data; save it and log it to MLflow."""
     from mgm_studies import tracking
@@ -474,6 +481,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sweep", metavar="RUN_ID", help="the sweep's parent run id (default: the study's newest sweep)")
     p.set_defaults(handler=cmd_report)
+
+    p = verbs.add_parser(
+        "status",
+        help="where a study's sweep stands: trials per status, best so far, ETA",
+        description=(
+            "Read a study's newest sweep (or --sweep RUN_ID) from MLflow ($MLFLOW_TRACKING_URI), running or ended, "
+            "and print whether it is running, finished or interrupted, its trials per status (of how many planned), "
+            "the best value so far per metric with its configuration, the time elapsed and, while it runs, the ETA "
+            "its driver estimates. --watch SECONDS prints it again every SECONDS until the sweep ends."
+        ),
+        epilog=EPILOG,
+    )
+    p.add_argument("study", metavar="STUDY", help="study name (the search space's `name`: its MLflow experiment)")
+    p.add_argument("--sweep", metavar="RUN_ID", help="the sweep's parent run id (default: the study's newest sweep)")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until the sweep ends")
+    p.set_defaults(handler=cmd_status)
 
     p = verbs.add_parser(
         "train-extractor",

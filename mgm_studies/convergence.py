@@ -1,5 +1,9 @@
 """Convergence speed: the area under a metric-versus-training-step curve, normalised by the budget.
 
+Every run reports it beside the metric: at each evaluation, `area_<metric>/nfe-K` is the normalised area of
+`<metric>/nfe-K` over the evaluations so far (`AreaTracker`), so its last value covers the whole run, a sweep can
+optimise it like any metric, and a report tabulates it (arXiv 2505.01169's claim for ITVM is about convergence speed).
+
 The curve is what a run logged at its evaluations (step k, value m_k). Before the first evaluation it is held at the
 first value (nothing was measured there, and an untrained model's value would dominate the area); between evaluations
 it is linear (the trapezoid rule). Divided by the last step, the area is the metric's mean over training: a run that
@@ -9,7 +13,12 @@ reaches a value early scores near that value, one that reaches it only at the en
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+
+AREA_PREFIX = "area_"
+_QUALITY = re.compile(r"^(?P<family>[a-z0-9_]+)/nfe-(?P<k>\d+)$")
+NOT_CURVES = ("fevals",)  # per-NFE counters, not quality: no area
 
 
 def normalised_area(steps: Sequence[int], values: Sequence[float]) -> float:
@@ -31,3 +40,33 @@ def normalised_area(steps: Sequence[int], values: Sequence[float]) -> float:
     for (a, va), (b, vb) in itertools.pairwise(zip(steps, values, strict=True)):
         area += 0.5 * (va + vb) * (b - a)
     return float(area / steps[-1])
+
+
+class AreaTracker:
+    """The evaluations of one run so far, and the area of each quality metric over them.
+
+    State (`state_dict`) goes into the run's checkpoints, so a resumed run's areas cover the evaluations before the
+    resume too.
+    """
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    def update(self, step: int, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Record the evaluation at `step`; returns {area_<metric>/nfe-K: normalised area} for its quality metrics.
+        An evaluation repeated at a step already recorded (a resume) replaces it."""
+        areas = {}
+        for name, value in metrics.items():
+            match = _QUALITY.match(name)
+            if match is None or match["family"] in NOT_CURVES or match["family"].startswith(AREA_PREFIX):
+                continue
+            points = [p for p in self.history.get(name, []) if p[0] < step] + [(step, float(value))]
+            self.history[name] = points
+            areas[AREA_PREFIX + name] = normalised_area([s for s, _ in points], [v for _, v in points])
+        return areas
+
+    def state_dict(self) -> dict[str, list[tuple[int, float]]]:
+        return {name: list(points) for name, points in self.history.items()}
+
+    def load_state_dict(self, state: Mapping[str, Sequence[Sequence[float]]]) -> None:
+        self.history = {name: [(int(s), float(v)) for s, v in points] for name, points in state.items()}

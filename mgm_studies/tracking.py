@@ -37,17 +37,25 @@ def client() -> MlflowClient:
     return open_client(tracking_uri())
 
 
-def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
+# MLflow 3's UI opens an experiment on the view its kind names, and guesses the kind (often the GenAI traces view)
+# when the tag is missing: ours are model-training experiments, opened on the runs table.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def experiment_id(mlflow_client: MlflowClient, name: str, *, description: str | None = None) -> str:
     """Find or create the experiment; a local SQLite store keeps its artifacts in `mlartifacts/` beside it.
-    Processes that create the same new experiment at once all get its id (the losers of the race read it back)."""
+    Processes that create the same new experiment at once all get its id (the losers of the race read it back).
+    A new experiment is tagged as model development (the UI's runs table) and gets `description` (the UI shows it
+    above the runs)."""
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     uri = mlflow_client.tracking_uri
     path = sqlite_path(uri)
     location = (path.parent / "mlartifacts").as_uri() if path is not None else None
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **({"mlflow.note.content": description} if description else {})}
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(name, artifact_location=location, tags=tags)
     except MlflowException:
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:

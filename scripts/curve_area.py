@@ -3,7 +3,7 @@
     MLFLOW_TRACKING_URI=sqlite:///mlflow.db python scripts/curve_area.py STUDY [--metric kl/nfe-1 --metric kl/nfe-2]
 
 One row per configuration of the swept axes (seeds pooled): mean +- std over its finished trials of each metric's last
-value and of its area (`mgm_studies.reporting.curves.normalised_area`: the metric's mean over training, lower is faster
+value and of its area (`mgm_studies.convergence.normalised_area`: the metric's mean over training, lower is faster
 for a metric minimised).
 """
 
@@ -13,8 +13,8 @@ import argparse
 import os
 import statistics
 
+from mgm_studies.convergence import normalised_area
 from mgm_studies.reporting.collect import _client, collect_study
-from mgm_studies.reporting.curves import normalised_area
 from mgm_studies.reporting.tables import FINISHED, levels
 
 

@@ -84,7 +84,7 @@ def test_a_long_name_is_quoted_cut_to_200_characters() -> None:
 
 
 def test_every_shipped_space_name_is_valid() -> None:
-    for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
+    for path in sorted([*(ROOT / "search_spaces").glob("*.yaml"), *(ROOT / "search_spaces" / "claims").glob("*.yaml")]):
         check_name(yaml.safe_load(path.read_text())["name"], "name")
 
 

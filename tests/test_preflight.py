@@ -65,7 +65,7 @@ def test_a_plausible_large_config_passes_even_on_a_small_machine():
 
 def _shipped() -> list[tuple[str, RunConfig]]:
     configs = [(p.name, load_run_config(p)) for p in sorted((ROOT / "configs").glob("*.yaml"))]
-    for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
+    for path in sorted([*(ROOT / "search_spaces").glob("*.yaml"), *(ROOT / "search_spaces" / "claims").glob("*.yaml")]):
         base = load_study_spec(path).base
         configs.append((path.name, base if isinstance(base, RunConfig) else parse_run_config(base)))
     return configs

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from mgm_studies.convergence import AREA_PREFIX
 from mgm_studies.reporting import figures as F
+from mgm_studies.reporting import stats as S
 from mgm_studies.reporting import tables as T
-from mgm_studies.reporting.collect import SEED, StudyData, collect_study, nfe_ladder
+from mgm_studies.reporting.collect import EVAL_METRIC, SEED, StudyData, collect_study, nfe_ladder
 from mgm_studies.reporting.place import MARKER, check_target, marker_text, place, report_target
 from mgm_studies.reporting.render import (
     Block,
@@ -36,8 +38,12 @@ from mgm_studies.reporting.render import (
     to_html,
     to_markdown,
 )
+from mgm_studies.studies.live import DONE, PARAM_PLANNED
 
 MAX_LOSS_CURVES = 6
+# Importance (a random forest over the trials) and parallel coordinates mean little with fewer finished trials than
+# this per axis: below it their captions say so.
+MIN_TRIALS_PER_AXIS = 10
 RESULTS, MARKDOWN, HTML, FIGURES = "results.parquet", "report.md", "index.html", "figures"
 
 
@@ -45,6 +51,43 @@ def _pm(mean: float, std: float, n: int) -> str:
     if n == 0 or pd.isna(mean):
         return "–"
     return f"{mean:.4g} ± {std:.2g} (n={n})" if n > 1 else f"{mean:.4g} (n=1)"
+
+
+def _ci(low: float, high: float) -> str:
+    return "" if pd.isna(low) else f" [{low:.3g}, {high:.3g}]"
+
+
+def _mean_ci(mean: float, std: float, n: int, low: float, high: float) -> str:
+    """mean ± std (n) [95 % interval]."""
+    return _pm(mean, std, n) + _ci(low, high)
+
+
+def _interval(iv: S.Interval) -> str:
+    """mean (n) [95 % interval]."""
+    return "–" if iv.n == 0 else f"{iv.mean:.4g} (n={iv.n}){_ci(iv.low, iv.high)}"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3g}"
+
+
+def _versus(c, paired_by: str) -> str:
+    """A comparison as a table cell: difference [interval], adjusted p, how it was paired, verdict."""
+    if c is None:
+        return "–"
+    if c.verdict == S.TOO_FEW:
+        return f"{_signed(c.diff)}: {c.verdict}" if not pd.isna(c.diff) else c.verdict
+    how = f"paired by {paired_by}, n={c.n}" if c.paired else f"Welch, n={c.n}"
+    return f"{_signed(c.diff)}{_ci(c.low, c.high)}, p={c.p_adjusted:.2g} ({how}): {c.verdict}"
+
+
+STATS_NOTE = (
+    "Statistics: means with 95 % Student-t intervals over finished trials; each value is compared with the best one by "
+    "a t-test on the differences, paired by seed (and the other axes' values) where both share at least two such "
+    "blocks, else Welch's unpaired test; p-values are two-sided and Holm-adjusted over the table's comparisons with "
+    "its best. Verdicts at 0.05: worse / better than the best, or within noise (this study cannot tell them apart, "
+    "which is not evidence that they are equal). The best was picked on the same trials, which favours it slightly."
+)
 
 
 def _duration(seconds: float) -> str:
@@ -84,11 +127,17 @@ def _primary_family(data: StudyData) -> str | None:
 def _summary(data: StudyData, leveled: pd.DataFrame, order: dict[str, list[str]]) -> list[Block]:
     counts = T.status_counts(data)
     hours, kind = T.compute_hours(data)
-    wall = (data.sweep_end - data.sweep_start).total_seconds() if data.sweep_end is not None else float("nan")
+    wall = _trials_wall(data)
     search = data.search
     swept = [[f"{axis}: ", ", ".join(order[axis])] for axis in data.axes] or ["nothing (one configuration)"]
+    partial = []
+    if data.sweep_end is None:  # a running sweep (`mgm-studies status STUDY` follows it)
+        done = int(data.trials["status"].isin(DONE).sum())
+        planned = data.search.get(PARAM_PLANNED, "?")
+        partial = [Paragraph(f"Partial report: {done} of {planned} trials done, the sweep is still running.")]
     blocks: list[Block] = [
         Heading("Summary"),
+        *partial,
         Bullets(
             [
                 ["Swept: ", *(["; ".join("".join(s) for s in swept)] if data.axes else swept)],
@@ -96,34 +145,104 @@ def _summary(data: StudyData, leveled: pd.DataFrame, order: dict[str, list[str]]
                 f"{search.get('seeds', '?')}; optimised: "
                 + ", ".join(f"{m} ({mode})" for m, mode in zip(data.metrics, data.modes, strict=False)),
                 f"Trials: {len(data.trials)} — " + ", ".join(f"{n} {status}" for status, n in counts.items()),
-                f"Time: sweep wall {_duration(wall)}"
+                f"Time: sweep wall {_duration(wall)} (first trial's start to last trial's end)"
                 + ("" if data.sweep_end is not None else " (still running)")
                 + f"; {hours:.3g} {kind}-hours of trials",
                 [
                     "MLflow: ",
                     Link(f"sweep run {data.sweep_run_id}", data.run_url(data.sweep_run_id)),
-                    *([" (start the UI with ", Code(data.ui_hint), ")"] if data.ui_hint else []),
+                    *(
+                        [
+                            ". The links open the runs once the MLflow UI serves this store: ",
+                            Code(data.ui_hint),
+                            " (from the folder the sweep ran in)",
+                        ]
+                        if data.ui_hint
+                        else []
+                    ),
                 ],
             ]
         ),
     ]
     rows = []
-    for metric in [*data.metrics, *[m for m in data.eval_metrics if m not in data.metrics]]:
+    for metric in sorted(dict.fromkeys([*data.metrics, *data.eval_metrics]), key=_metric_order):
         best = T.best_configuration(leveled, data.axes, metric, data.mode_of(metric))
         if best is None:
             continue
         config = ", ".join(f"{k}={v}" for k, v in best.config.items()) or "(the only one)"
-        rows.append([metric, config, _pm(best.mean, best.std, best.n), Link(best.run_id[:8], best.url)])
+        interval = best.interval or S.Interval(best.mean, float("nan"), float("nan"), best.n)
+        if best.runner_up is None:
+            versus = "–"
+        else:
+            second = ", ".join(f"{k}={v}" for k, v in best.runner_up.items())
+            c = best.versus_runner_up
+            clear = c is not None and c.verdict in (S.WORSE, S.BETTER)
+            versus = f"{second}: {_versus(c, 'seed')}" + ("" if clear else " — the winner is not distinguishable")
+        label = f"{metric} (optimised)" if metric in data.metrics else metric
+        rows.append(
+            [
+                label,
+                config,
+                _mean_ci(best.mean, best.std, best.n, interval.low, interval.high),
+                versus,
+                Link(best.run_id[:8], best.url),
+            ]
+        )
     if rows:
         blocks.append(
             Table(
-                ["metric", "best configuration", "mean ± std over seeds", "best trial"],
+                [
+                    "metric",
+                    "best configuration",
+                    "mean ± std (n) [95 % CI]",
+                    "runner-up: difference, verdict",
+                    "best trial",
+                ],
                 rows,
                 caption="Best configuration per metric (mean over its finished trials; lower is better unless the "
-                "sweep maximised it)",
+                "sweep maximised it), ordered by metric then number of sampling steps",
             )
         )
+        blocks.append(Paragraph(STATS_NOTE))
+    if (note := _nfe_note(data)) is not None:
+        blocks.append(Paragraph(note))
     return blocks
+
+
+def _metric_order(metric: str) -> tuple[str, bool, int, str]:
+    """Sort key: the metric (its convergence area after it), then K for `family/nfe-K`, then the name."""
+    match = EVAL_METRIC.match(metric)
+    if not match:
+        return (metric, False, -1, metric)
+    family = match["family"]
+    return (family.removeprefix(AREA_PREFIX), family.startswith(AREA_PREFIX), int(match["k"]), metric)
+
+
+def _trials_wall(data: StudyData) -> float:
+    """Seconds from the first trial's start to the last trial's end (a running trial: until now). Not the parent
+    run's span, which also counts the driver's start-up, teacher training and any later `--resume` of a finished
+    sweep."""
+    starts = data.trials["start_time"].dropna()
+    if starts.empty:
+        return float("nan")
+    ends = data.trials["end_time"]
+    last = pd.Timestamp.now(tz="UTC") if ends.isna().any() else ends.max()
+    return (last - starts.min()).total_seconds()
+
+
+def _nfe_note(data: StudyData) -> str | None:
+    """What K in `nfe-K` counts: sampling steps; and the network evaluations per sample they cost (`fevals/nfe-K`)."""
+    if not data.fevals:
+        return None
+    costs = []
+    for k, values in data.fevals.items():
+        spread = "/".join(f"{v:g}" for v in values)
+        costs.append(f"K={k}: {spread}")
+    doubled = any(v == 2 * k for k, values in data.fevals.items() for v in values)
+    return (
+        "nfe-K means K sampling steps. Network evaluations per sample (MLflow's fevals/nfe-K; several values when "
+        "the objectives differ): " + ", ".join(costs) + "." + (" A two-stage step (Heun) costs 2K." if doubled else "")
+    )
 
 
 def _scheduler(search: dict[str, str]) -> str:
@@ -144,19 +263,80 @@ def _ablations(data: StudyData, leveled, order, metrics: list[str]) -> list[Bloc
             others = (
                 ", ".join(f"{k}={v}" for k, v in table.best.config.items() if k != axis) if table.best else ""
             ) or "nothing else swept"
+            paired_by = "seed" + (" and the other axes" if len(data.axes) > 1 else "")
             rows = [
-                [r.level, _pm(r.mean, r.std, r.n), str(r.not_finished), _pm(r.best_mean, r.best_std, r.best_n)]
+                [
+                    r.level,
+                    _mean_ci(r.mean, r.std, r.n, r.low, r.high),
+                    "best" if r.verdict == S.BEST else (_versus(_row_comparison(r), paired_by) if r.n else "–"),
+                    str(r.not_finished),
+                    _pm(r.best_mean, r.best_std, r.best_n),
+                ]
                 for r in table.rows.itertuples()
             ]
             blocks.append(
                 Table(
-                    ["value", f"{metric}: others marginalised", "not finished", f"{metric}: others at best ({others})"],
+                    [
+                        "value",
+                        f"{metric}: others marginalised, mean ± std (n) [95 % CI]",
+                        "vs the best value: difference [95 % CI], Holm p, verdict",
+                        "not finished",
+                        f"{metric}: others at best ({others})",
+                    ],
                     rows,
-                    caption=f"{axis} vs {metric} (mean ± std over finished trials)",
+                    caption=f"{axis} vs {metric} (finished trials; statistics as in the Summary)",
                     css_class="ablation",
                 )
             )
     return blocks
+
+
+def _claims(data: StudyData, leveled, order) -> list[Block]:
+    """The space's claims, each read against the trials (tables.check_claim): outcome, reason and the comparisons."""
+    if not data.claims:
+        return []
+    blocks: list[Block] = [
+        Heading("Claims"),
+        Paragraph(
+            "What the study set out to test (the space's `claims`), read against its finished trials with the "
+            "statistics of the Summary: a claim holds when the claimed value does significantly better than each "
+            "value it is compared with (Holm-adjusted over that claim's comparisons), or, for `not_worse`, when none "
+            "does significantly better than it."
+        ),
+    ]
+    for claim in data.claims:
+        mode = data.mode_of(claim["metric"])
+        check = T.check_claim(leveled, order, data.axes, claim, mode)
+        best = check.best_interval
+        blocks += [
+            Heading(check.statement, 3),
+            Paragraph(
+                f"{check.outcome.upper()}: {check.reason}. Read on {check.metric} "
+                f"({'lower' if mode == 'min' else 'higher'} is better) along {check.axis}; {check.axis}={check.best}: "
+                + (_interval(best) if best.n else "no trials")
+                + "."
+            ),
+        ]
+        if check.rows:
+            rows = [[level, _interval(iv), _versus(c, "seed")] for level, iv, c in check.rows]
+            blocks.append(
+                Table(
+                    [
+                        check.axis,
+                        f"{check.metric}: mean (n) [95 % CI]",
+                        f"minus {check.best}: [95 % CI], Holm p, verdict",
+                    ],
+                    rows,
+                    caption=f"{check.statement}: each value against {check.best}",
+                )
+            )
+    return blocks
+
+
+def _row_comparison(row) -> S.Comparison:
+    return S.Comparison(
+        row.diff, row.diff_low, row.diff_high, row.p, row.p_adjusted, bool(row.paired), int(row.pairs), row.verdict
+    )
 
 
 def _figures(data: StudyData, leveled, order, writer: _Writer, client) -> list[Block]:
@@ -180,32 +360,56 @@ def _figures(data: StudyData, leveled, order, writer: _Writer, client) -> list[B
             Heading("Quality against the number of sampling steps", 3),
             Figure(writer.save("nfe-ladder", fig), f"{family} per NFE" + (f", one line per {main}" if main else "")),
         ]
+    blocks += _convergence(data, leveled, order, primary, mode, writer, client)
     best_runs = _best_per_level(leveled, order, main, primary, mode)
-    curves = []
+    curves, objectives = [], set()
     for label, run_id in best_runs[:MAX_LOSS_CURVES]:
         history = sorted(client.get_metric_history(run_id, "loss"), key=lambda m: m.step)
         if history:
             curves.append((label, [m.step for m in history], [m.value for m in history]))
+            objectives.add(client.get_run(run_id).data.params.get("objective.name"))
     if curves:
+        separate = len(objectives) > 1  # different objectives' losses are different quantities: one panel each
         blocks += [
             Heading("Loss curves of the best trials", 3),
-            Figure(writer.save("loss-curves", F.loss_curves(curves)), f"training loss, best trial per {main or 'run'}"),
-        ]
-    importance = F.parameter_importance(leveled, order, data.axes, primary, mode)
-    if importance is not None:
-        values, evaluator = importance
-        blocks += [
-            Heading("Parameter importance", 3),
             Figure(
-                writer.save("importance", F.importance_bars(values, evaluator=evaluator, metric=primary)),
-                f"{evaluator} importance of each axis for {primary}, over the finished trials (Optuna)",
+                writer.save("loss-curves", F.loss_curves(curves, separate=separate)),
+                f"training loss, best trial per {main or 'run'}"
+                + (" (one panel per objective: their losses share no scale)" if separate else ""),
             ),
         ]
-    if data.axes:
+    finished = int(((leveled["status"] == T.FINISHED) & leveled[primary].notna()).sum()) if primary in leveled else 0
+    if len(data.axes) < 2:
+        blocks += [
+            Heading("Parameter importance and parallel coordinates", 3),
+            Paragraph(
+                "Left out: with one swept axis, importance is 1 by construction and parallel coordinates show no more "
+                "than the ablation table."
+            ),
+        ]
+    else:
+        caveat = (
+            f" Only {finished} finished trials for {len(data.axes)} axes: read these as hints, not measurements."
+            if finished < MIN_TRIALS_PER_AXIS * len(data.axes)
+            else ""
+        )
+        importance = F.parameter_importance(leveled, order, data.axes, primary, mode)
+        if importance is not None:
+            values, evaluator = importance
+            blocks += [
+                Heading("Parameter importance", 3),
+                Figure(
+                    writer.save("importance", F.importance_bars(values, evaluator=evaluator, metric=primary)),
+                    f"{evaluator} importance of each axis for {primary}, over the finished trials (Optuna).{caveat}",
+                ),
+            ]
         fig = F.parallel_coordinates(leveled, order, data.axes, primary, mode)
         blocks += [
             Heading("Parallel coordinates", 3),
-            Figure(writer.save("parallel-coordinates", fig), f"finished trials through their values and {primary}"),
+            Figure(
+                writer.save("parallel-coordinates", fig),
+                f"finished trials through their values and {primary}.{caveat}",
+            ),
         ]
     samples = _sample_plots(data, best_runs, primary, writer, client)
     if samples:
@@ -213,6 +417,55 @@ def _figures(data: StudyData, leveled, order, writer: _Writer, client) -> list[B
             Heading(f"Samples of the best trial per {main or 'run'}", 3),
             FigureRow(samples),
         ]
+    return blocks
+
+
+def _convergence(data: StudyData, leveled, order, metric: str, mode: str, writer: _Writer, client) -> list[Block]:
+    """`metric` against training step for every trial that reported it (stopped trials marked), with the normalised
+    area of each trial's curve (convergence.py) summarised per level of the main axis."""
+    if "/nfe-" not in metric:
+        return []
+    main = data.main_axis
+    curves = []
+    for _, trial in leveled.iterrows():
+        if trial["status"] not in (T.FINISHED, "stopped"):
+            continue
+        history = sorted(client.get_metric_history(trial["run_id"], metric), key=lambda m: m.step)
+        if history:
+            level = str(trial[main]) if main else "all trials"
+            curves.append((level, [m.step for m in history], [m.value for m in history], trial["status"] == "stopped"))
+    if not curves:
+        return []
+    figure = writer.save(
+        "convergence", F.metric_curves(curves, order[main] if main else ["all trials"], metric=metric, mode=mode)
+    )
+    blocks: list[Block] = [
+        Heading(f"Convergence: {metric} during training", 3),
+        Figure(
+            figure,
+            f"{metric} at each evaluation of every trial, one colour per {main or 'run'}; dashed with a cross: "
+            "stopped early by the scheduler",
+        ),
+    ]
+    area = AREA_PREFIX + metric
+    if area in leveled and main:
+        table = T.ablation(leveled, order, data.axes, main, area, mode)
+        rows = [
+            [
+                r.level,
+                _mean_ci(r.mean, r.std, r.n, r.low, r.high),
+                "best" if r.verdict == S.BEST else (_versus(_row_comparison(r), "seed") if r.n else "–"),
+            ]
+            for r in table.rows.itertuples()
+        ]
+        blocks.append(
+            Table(
+                [main, f"{area}: mean ± std (n) [95 % CI]", "vs the best value: difference [95 % CI], Holm p, verdict"],
+                rows,
+                caption=f"Convergence speed: the area under each finished trial's {metric} curve divided by its "
+                "steps (the metric's mean over training; lower converges faster when lower is better)",
+            )
+        )
     return blocks
 
 
@@ -264,11 +517,12 @@ def _trials_table(data: StudyData, primary: str | None) -> list[Block]:
                 trial["status"],
                 "–" if value is None or pd.isna(value) else f"{value:.4g}",
                 _duration(trial["duration_s"]),
+                trial["error"] or "",
             ]
         )
     return [
         Heading("Trials"),
-        Table(["trial (MLflow run)", *data.axes, "seed", "status", primary or "metric", "duration"], rows),
+        Table(["trial (MLflow run)", *data.axes, "seed", "status", primary or "metric", "duration", "error"], rows),
     ]
 
 
@@ -277,8 +531,7 @@ def write_results(data: StudyData, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = data.trials.assign(study=data.study, sweep_run_id=data.sweep_run_id, parent_run_id=data.sweep_run_id)
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path)
+    pq.write_table(pa.Table.from_pandas(data.results_table(), preserve_index=False), path)
 
 
 def build_report(
@@ -311,6 +564,7 @@ def build_report(
         metrics = [m for m in data.metrics if m in data.trials] or data.eval_metrics[:1]
         blocks = [
             *_summary(data, leveled, order),
+            *_claims(data, leveled, order),
             *_ablations(data, leveled, order, metrics),
             *_figures(data, leveled, order, writer, client),
             *_trials_table(data, primary),
@@ -319,7 +573,7 @@ def build_report(
                     "Generated by ",
                     Code("mgm-studies report"),
                     " from the MLflow store ",
-                    Code(data.tracking_uri),
+                    Code(data.store),
                     f" (sweep {data.sweep_name}).",
                 ]
             ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -37,6 +38,7 @@ COLUMNS = [
     "cpus",
     "gpus",
     "url",
+    "error",  # the first line of a failed trial's error (mgm.error), else empty
 ]
 
 
@@ -64,6 +66,18 @@ class StudyData:
     ui_address: str  # the MLflow UI that shows this store
     ui_hint: str | None = None  # how to start that UI, when it is not a server already
     sweeps: list[str] = field(default_factory=list)  # every sweep run id of the study, newest first
+    fevals: dict[int, list[float]] = field(default_factory=dict)  # K -> network evaluations per sample at nfe-K
+    claims: list[dict] = field(default_factory=list)  # the space's claims (studies/space_spec.ClaimSpec, as JSON)
+
+    @property
+    def store(self) -> str:
+        """The tracking URI as a report may print it: credentials dropped, and no absolute path of this machine (a
+        SQLite file under the working folder is shown relative to it, anywhere else by its file name)."""
+        return portable(self.tracking_uri)
+
+    def results_table(self) -> pd.DataFrame:
+        """The trial table with the study and sweep ids on every row: results.parquet, and `mgm_studies.results`."""
+        return self.trials.assign(study=self.study, sweep_run_id=self.sweep_run_id, parent_run_id=self.sweep_run_id)
 
     def run_url(self, run_id: str) -> str:
         return f"{self.ui_address}/#/experiments/{self.experiment_id}/runs/{run_id}"
@@ -77,12 +91,24 @@ class StudyData:
         return self.modes[self.metrics.index(metric)] if metric in self.metrics else "min"
 
 
+def portable(tracking_uri: str) -> str:
+    """`tracking_uri` without credentials or an absolute path of this machine (see `StudyData.store`)."""
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        return shown(tracking_uri)
+    try:
+        return f"sqlite:///{path.resolve().relative_to(Path.cwd().resolve())}"
+    except ValueError:
+        return f"sqlite:///{path.name}"
+
+
 def ui_address(tracking_uri: str) -> tuple[str, str | None]:
-    """(address of the MLflow UI for this store, how to start it when it is not a server)."""
+    """(address of the MLflow UI for this store, how to start it when it is not a server; the store's path as
+    `portable` shows it)."""
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri.rstrip("/"), None
     address = "http://127.0.0.1:5000"
-    return address, f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return address, f"mlflow ui --backend-store-uri {portable(tracking_uri)} --host 127.0.0.1 --port 5000"
 
 
 def _client(tracking_uri: str):
@@ -148,6 +174,11 @@ def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = N
     trials = _trial_table(children, axes, address, eid)
     eval_metrics = _eval_metrics(trials.columns)
     trials = trials[COLUMNS + axes + eval_metrics]
+    fevals: dict[int, set[float]] = {}
+    for run in children:
+        for name, value in run.data.metrics.items():
+            if (match := EVAL_METRIC.match(name)) and match["family"] == "fevals":
+                fevals.setdefault(int(match["k"]), set()).add(float(value))
     return StudyData(
         study=study,
         tracking_uri=tracking_uri,
@@ -165,6 +196,8 @@ def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = N
         ui_address=address,
         ui_hint=hint,
         sweeps=[r.info.run_id for r in sweeps],
+        fevals={k: sorted(v) for k, v in sorted(fevals.items())},
+        claims=json.loads(parent.data.tags.get("mgm.claims", "[]")),
     )
 
 
@@ -193,6 +226,7 @@ def _trial_table(runs, axes: list[str], address: str, experiment_id: str) -> pd.
             "cpus": workers * float(params.get("resources.cpus_per_worker", 1)),
             "gpus": workers * float(params.get("resources.gpus_per_worker", 0)),
             "url": f"{address}/#/experiments/{experiment_id}/runs/{info.run_id}",
+            "error": _first_line(tags.get("mgm.error", "")) if tags.get(TAG_STATUS) == "error" else "",
         }
         for axis in axes:  # the searcher's label (a choice's name, a sampled float), else the config's value
             row[axis] = labels[axis] if axis in labels else params.get(axis)
@@ -209,6 +243,18 @@ def _trial_table(runs, axes: list[str], address: str, experiment_id: str) -> pd.
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in column.dropna()):
             table[axis] = column.map(lambda v: v if v is None else str(v))
     return table.sort_values(["trial_id", "run_id"]).reset_index(drop=True)
+
+
+def _first_line(error: str, limit: int = 200) -> str:
+    """The line of a trial's error that says what happened: the last line naming an exception (`ValueError: ...`, as a
+    traceback ends), else the last non-empty line; at most `limit` characters."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    named = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    line = (named or lines or [""])[-1]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b[^:]*:")
 
 
 def _eval_metrics(columns) -> list[str]:

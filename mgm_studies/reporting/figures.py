@@ -70,11 +70,19 @@ def nfe_ladder(leveled: pd.DataFrame, levels: list[str], axis: str | None, ladde
     return fig
 
 
-def loss_curves(curves: list[tuple[str, list[int], list[float]]], *, metric: str = "loss") -> Figure:
+def loss_curves(
+    curves: list[tuple[str, list[int], list[float]]], *, metric: str = "loss", separate: bool = False
+) -> Figure:
     """Training loss against step for a few trials [(label, steps, values)], smoothed by a running mean of ~2 % of
-    the steps (the raw values faint behind)."""
-    fig, ax = plt.subplots(figsize=(6.0, 3.6), dpi=100)
+    the steps (the raw values faint behind). `separate`: one panel per trial, each with its own y axis (losses of
+    different objectives are different quantities and share no scale)."""
+    n = len(curves) if separate and curves else 1
+    columns = min(n, 3)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.0 if n == 1 else 3.2 * columns, 3.6 * rows), dpi=100)
+    axes = np.atleast_1d(axes).ravel()
     for i, (label, steps, values) in enumerate(curves):
+        ax = axes[i if separate else 0]
         steps_a, values_a = np.asarray(steps), np.asarray(values, dtype=float)
         color = _COLORS(i % 10)
         ax.plot(steps_a, values_a, color=color, alpha=0.2, linewidth=0.8)
@@ -84,12 +92,47 @@ def loss_curves(curves: list[tuple[str, list[int], list[float]]], *, metric: str
             ax.plot(steps_a[window - 1 :], smooth, color=color, linewidth=1.5, label=label)
         else:
             ax.lines[-1].set_label(label)
-    positive = all(np.all(np.asarray(v) > 0) for _, _, v in curves if len(v))
-    if positive and curves:
-        ax.set_yscale("log")
+    for ax in axes[len(curves) :] if separate else axes[1:]:
+        ax.axis("off")
+    used = axes[: len(curves)] if separate else axes[:1]
+    for ax in used:
+        values = [np.asarray(line.get_ydata()) for line in ax.lines]
+        if values and all(np.all(v > 0) for v in values if len(v)):
+            ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    title = f"{metric} of the best trials" + (" (own scale each: different objectives)" if separate else "")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def metric_curves(
+    curves: list[tuple[str, list[int], list[float], bool]], order: list[str], *, metric: str, mode: str
+) -> Figure:
+    """`metric` against training step for every trial [(level, steps, values, stopped early)]: one colour per level
+    of the main axis (in `order`), trials stopped early by the scheduler dashed and ending in a cross."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
+    colors = {level: _COLORS(i % 10) for i, level in enumerate(order)}
+    labelled: set[str] = set()
+    for level, steps, values, stopped in curves:
+        if not steps:
+            continue
+        color = colors.get(level, "grey")
+        label = None if level in labelled else level
+        labelled.add(level)
+        ax.plot(steps, values, color=color, alpha=0.8, linewidth=1.2, linestyle="--" if stopped else "-", label=label)
+        if stopped:
+            ax.plot(steps[-1:], values[-1:], marker="x", color=color, markersize=7)
+    if any(s for *_, s in curves):
+        ax.plot([], [], color="grey", linestyle="--", marker="x", label="stopped early")
     ax.set_xlabel("training step")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} of the best trials", fontsize=9)
+    ax.set_title(
+        f"{metric} during training, every trial ({'lower' if mode == 'min' else 'higher'} is better)", fontsize=9
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -3,9 +3,13 @@
 - Levels: each axis value becomes a level (its label); a numeric axis with more than `MAX_LEVELS` distinct values
   (a sampled range) is cut into `BINS` quantile bins, so every table has a handful of rows.
 - The best configuration for a metric: the combination of levels with the best mean over its finished trials.
-- An ablation table for (axis, metric): for each level of the axis, mean ± std over the finished trials that have it
-  (the other axes marginalised), and the same over the trials whose other axes sit at the best configuration; with
-  the number of trials behind each figure and of trials that did not finish.
+- An ablation table for (axis, metric): for each level of the axis, mean ± std and the 95 % interval over the finished
+  trials that have it (the other axes marginalised), its comparison with the best level (paired by seed and the other
+  axes' levels where the sweep pairs them; Holm-adjusted; a verdict: `stats.py`), and mean ± std over the trials whose
+  other axes sit at the best configuration; with the number of trials behind each figure and of trials that did not
+  finish.
+- The best configuration is compared with the runner-up the same way (paired by seed), so a report says when the
+  winner is not distinguishable from it.
 
 Only `finished` trials enter a mean: a diverged or failed trial has no final metric, and a trial stopped early by a
 scheduler was measured at fewer steps than the others.
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mgm_studies.reporting.collect import StudyData
+from mgm_studies.reporting import stats
+from mgm_studies.reporting.collect import SEED, StudyData
 
 MAX_LEVELS = 8
 BINS = 4
@@ -63,23 +68,31 @@ class Best:
     n: int
     run_id: str  # its best single trial
     url: str
+    interval: stats.Interval | None = None  # 95 % interval of the mean over seeds
+    runner_up: dict[str, str] | None = None  # the second-best configuration (None: only one)
+    versus_runner_up: stats.Comparison | None = None  # runner-up minus best, paired by seed
 
 
 def best_configuration(leveled: pd.DataFrame, axes: list[str], metric: str, mode: str) -> Best | None:
-    """The combination of levels with the best mean of `metric` over its finished trials; None when none has it."""
-    done = leveled[(leveled["status"] == FINISHED) & leveled[metric].notna()] if metric in leveled else leveled[:0]
+    """The combination of levels with the best mean of `metric` over its finished trials, compared with the
+    runner-up; None when no finished trial has the metric."""
+    done = _finished(leveled, metric)
     if done.empty:
         return None
     if axes:
         grouped = done.groupby(axes, sort=False)[metric].agg(["mean", "std", "count"]).reset_index()
     else:
         grouped = pd.DataFrame([{"mean": done[metric].mean(), "std": done[metric].std(), "count": len(done)}])
-    row = grouped.loc[grouped["mean"].idxmin() if mode == "min" else grouped["mean"].idxmax()]
+    ranked = grouped.sort_values("mean", ascending=mode == "min", kind="stable")
+    row = ranked.iloc[0]
     config = {axis: str(row[axis]) for axis in axes}
-    members = done
-    for axis, level in config.items():
-        members = members[members[axis] == level]
+    members = _members(done, config)
     top = members.loc[members[metric].idxmin() if mode == "min" else members[metric].idxmax()]
+    runner_up, versus = None, None
+    if len(ranked) > 1:
+        runner_up = {axis: str(ranked.iloc[1][axis]) for axis in axes}
+        second = _members(done, runner_up)
+        versus = stats.judge([stats.compare(_by_seed(second, metric), _by_seed(members, metric))], mode)[0]
     return Best(
         metric=metric,
         mode=mode,
@@ -89,7 +102,34 @@ def best_configuration(leveled: pd.DataFrame, axes: list[str], metric: str, mode
         n=int(row["count"]),
         run_id=str(top["run_id"]),
         url=str(top["url"]),
+        interval=stats.mean_interval(members[metric].tolist()),
+        runner_up=runner_up,
+        versus_runner_up=versus,
     )
+
+
+def _finished(leveled: pd.DataFrame, metric: str) -> pd.DataFrame:
+    if metric not in leveled:
+        return leveled[:0]
+    return leveled[(leveled["status"] == FINISHED) & leveled[metric].notna()]
+
+
+def _members(done: pd.DataFrame, config: dict[str, str]) -> pd.DataFrame:
+    for axis, level in config.items():
+        done = done[done[axis] == level]
+    return done
+
+
+def _by_seed(trials: pd.DataFrame, metric: str, others: list[str] = ()) -> dict[tuple, float]:
+    """{block: mean value}: a block is a seed with the levels of `others` (what pairs two arms); repeats of one
+    block (a grid run twice) are averaged."""
+    if SEED not in trials:  # a table without seeds (hand-made): every trial its own block, compared unpaired
+        return {(i,): float(v) for i, v in trials[metric].items()}
+    keys = [SEED, *others]
+    return {
+        (k if isinstance(k, tuple) else (k,)): float(v)
+        for k, v in trials.groupby(keys, sort=False, dropna=False)[metric].mean().items()
+    }
 
 
 def _std(value) -> float:
@@ -103,35 +143,65 @@ class Ablation:
     axis: str
     metric: str
     best: Best | None
-    rows: pd.DataFrame  # level, mean, std, n, not_finished, best_mean, best_std, best_n
+    # level, mean, std, n, low, high (95 % interval), not_finished, best_mean, best_std, best_n, and the comparison
+    # with the best level: diff, diff_low, diff_high, p, p_adjusted, paired, pairs, verdict ("best" on its row).
+    rows: pd.DataFrame
+    best_level: str | None = None
 
 
 def ablation(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[str], axis: str, metric: str, mode: str):
     """The ablation table of `axis` for `metric` (see the module docstring)."""
     best = best_configuration(leveled, axes, metric, mode)
-    finished = leveled[(leveled["status"] == FINISHED) & leveled[metric].notna()]
+    finished = _finished(leveled, metric)
     at_best = finished
     if best is not None:
-        for other in axes:
-            if other != axis:
-                at_best = at_best[at_best[other] == best.config[other]]
+        at_best = _members(finished, {k: v for k, v in best.config.items() if k != axis})
+    others = [a for a in axes if a != axis]
     rows = []
     for level in order[axis]:
         here = finished[finished[axis] == level][metric]
         held = at_best[at_best[axis] == level][metric]
+        interval = stats.mean_interval(here.tolist())
         rows.append(
             {
                 "level": level,
                 "mean": here.mean() if len(here) else math.nan,
                 "std": _std(here.std()) if len(here) else math.nan,
                 "n": len(here),
+                "low": interval.low,
+                "high": interval.high,
                 "not_finished": int(((leveled[axis] == level) & (leveled["status"] != FINISHED)).sum()),
                 "best_mean": held.mean() if len(held) else math.nan,
                 "best_std": _std(held.std()) if len(held) else math.nan,
                 "best_n": len(held),
             }
         )
-    return Ablation(axis=axis, metric=metric, best=best, rows=pd.DataFrame(rows))
+    table = pd.DataFrame(rows)
+    best_level = _compare_with_best(table, finished, axis, others, metric, mode)
+    return Ablation(axis=axis, metric=metric, best=best, rows=table, best_level=best_level)
+
+
+def _compare_with_best(table: pd.DataFrame, finished, axis: str, others: list[str], metric: str, mode: str):
+    """Add each level's comparison with the best level (by marginal mean) to `table`; returns the best level."""
+    for column in ("diff", "diff_low", "diff_high", "p", "p_adjusted"):
+        table[column] = math.nan
+    table["paired"], table["pairs"], table["verdict"] = False, 0, ""
+    scored = table[table["n"] > 0]
+    if scored.empty:
+        return None
+    best_index = scored["mean"].idxmin() if mode == "min" else scored["mean"].idxmax()
+    best_level = str(table.loc[best_index, "level"])
+    reference = _by_seed(finished[finished[axis] == best_level], metric, others)
+    indices = [i for i in scored.index if i != best_index]
+    raw = [
+        stats.compare(_by_seed(finished[finished[axis] == table.loc[i, "level"]], metric, others), reference)
+        for i in indices
+    ]
+    for i, c in zip(indices, stats.judge(raw, mode), strict=True):
+        table.loc[i, ["diff", "diff_low", "diff_high", "p", "p_adjusted"]] = [c.diff, c.low, c.high, c.p, c.p_adjusted]
+        table.loc[i, ["paired", "pairs", "verdict"]] = [c.paired, c.n, c.verdict]
+    table.loc[best_index, "verdict"] = stats.BEST
+    return best_level
 
 
 def status_counts(data: StudyData) -> dict[str, int]:
@@ -148,7 +218,82 @@ def compute_hours(data: StudyData) -> tuple[float, str]:
     return float((trials["duration_s"] * trials["cpus"]).sum() / 3600), "CPU"
 
 
-def mean_std(values: pd.Series) -> tuple[float, float, int]:
-    """(mean, std (0 for one value), n) of the non-missing values."""
-    values = values.dropna()
-    return (float(values.mean()) if len(values) else math.nan, _std(values.std()), len(values))
+@dataclass
+class ClaimCheck:
+    """A claim of the space read against the trials: each value it is compared with (its own mean and the claimed
+    best value's difference to it, Holm-adjusted over the claim's comparisons), and the outcome."""
+
+    statement: str
+    axis: str
+    metric: str
+    best: str
+    relation: str
+    best_interval: stats.Interval
+    rows: list[tuple[str, stats.Interval, stats.Comparison]]  # (other value, its interval, other minus best)
+    outcome: str  # "holds", "does not hold", "not shown", or "cannot be read"
+    reason: str
+
+
+def check_claim(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[str], claim: dict, mode: str):
+    """Read `claim` (a ClaimSpec as JSON) against the finished trials; `mode` is the claim metric's."""
+    axis, metric, relation = claim["axis"], claim["metric"], claim.get("relation", "better")
+    best = fmt(claim["best"])
+    against = [fmt(v) for v in claim.get("against") or []] or [lv for lv in order.get(axis, []) if lv != best]
+    finished = _finished(leveled, metric)
+    empty = stats.mean_interval([])
+
+    def cannot(reason: str) -> ClaimCheck:
+        return ClaimCheck(claim["statement"], axis, metric, best, relation, empty, [], "cannot be read", reason)
+
+    if axis not in axes or best not in order.get(axis, []):
+        return cannot(f"{axis}={best} is not among the swept values")
+    others = [a for a in axes if a != axis]
+    reference = finished[finished[axis] == best]
+    if reference.empty:
+        return cannot(f"no finished trial at {axis}={best} reported {metric}")
+    blocks = _by_seed(reference, metric, others)
+    raw, kept = [], []
+    for level in against:
+        arm = finished[finished[axis] == level]
+        if arm.empty:
+            continue
+        kept.append((level, stats.mean_interval(arm[metric].tolist())))
+        raw.append(stats.compare(_by_seed(arm, metric, others), blocks))
+    if not kept:
+        return cannot(f"no finished trial at the values it is compared with ({', '.join(against)})")
+    judged = stats.judge(raw, mode)  # other minus best: "worse" means the claimed best beats it
+    rows = [(level, interval, c) for (level, interval), c in zip(kept, judged, strict=True)]
+    lost = [level for level, _, c in rows if c.verdict == stats.BETTER]
+    untested = [level for level, _, c in rows if c.verdict == stats.TOO_FEW]
+    unclear = [level for level, _, c in rows if c.verdict == stats.NOISE]
+    ahead = [level for level, _, c in rows if (c.diff < 0) == (mode == "min") and c.diff != 0]
+    if lost:
+        outcome, reason = "does not hold", f"{', '.join(lost)} did significantly better than {best}"
+    elif relation == "not_worse":
+        outcome = "not shown" if untested else "holds"
+        reason = "no value did significantly better" + (f" (untested: {', '.join(untested)})" if untested else "")
+        if ahead:
+            reason += f"; {', '.join(ahead)} had the better mean, within noise"
+    elif untested or unclear:
+        outcome = "not shown"
+        parts = []
+        if unclear:
+            parts.append(f"against {', '.join(unclear)} the difference is within noise")
+        if untested:
+            parts.append(f"too few trials to test {', '.join(untested)}")
+        if ahead:
+            parts.append(f"{', '.join(ahead)} had the better mean")
+        reason = "; ".join(parts)
+    else:
+        outcome, reason = "holds", f"{best} did significantly better than each of {', '.join(lv for lv, _ in kept)}"
+    return ClaimCheck(
+        claim["statement"],
+        axis,
+        metric,
+        best,
+        relation,
+        stats.mean_interval(reference[metric].tolist()),
+        rows,
+        outcome,
+        reason,
+    )

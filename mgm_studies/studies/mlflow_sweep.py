@@ -5,6 +5,7 @@ trial-id tag, so a resumed sweep never duplicates a child (Ray's `MLflowLoggerCa
 RUNNING). A child holds what a plain `train` run holds: the flattened config as params, `config.json`, per-step
 training scalars and per-NFE metrics at their training steps, sample plots per evaluation, `checkpoints/final.pt`,
 provenance tags, and its final `mgm.status`: finished, diverged, error, or stopped (early, by the scheduler).
+The parent run gets the sweep's live view as trials start and end (`studies/live.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ray import tune
 
 from mgm_studies import tracking
 from mgm_studies.config import flatten
+from mgm_studies.studies.live import HEARTBEAT_S, LIVE_INTERVAL_S, LiveView
 from mgm_studies.training import ray_train
 
 TAG_TRIAL = "mgm.trial_id"
@@ -41,7 +43,8 @@ class MlflowSweepCallback(tune.Callback):
     """Writes each trial of one sweep into a child run of `parent_run_id` (see the module docstring).
 
     Picklable (Tune stores callbacks with the experiment for `Tuner.restore`): the client is rebuilt in `setup`.
-    `trial_config(params)` maps a trial's Tune config to its run config.
+    `trial_config(params)` maps a trial's Tune config to its run config. `max_concurrent` (None: as many as the
+    resources allow) is what the live view's ETA assumes at most.
     """
 
     def __init__(
@@ -53,18 +56,27 @@ class MlflowSweepCallback(tune.Callback):
         parent_run_id: str,
         sweep: str,
         keep_checkpoints: str = "all",
+        max_concurrent: int | None = None,
     ) -> None:
         self.study, self.tracking_uri = study, tracking_uri
         self.experiment_id, self.parent_run_id, self.sweep = experiment_id, parent_run_id, sweep
         self.keep_checkpoints = keep_checkpoints  # "all", or "unfinished": see `_prune_checkpoints`
+        self.max_concurrent = max_concurrent
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
         self._where: dict[str, str] = {}
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
+        self._live: LiveView | None = None  # the writer thread's
+        self._live_sent, self._live_dirty = 0.0, False  # the hooks': when a live update was last queued, and why
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "_runs": {}, "_where": {}, "_queue": None, "_thread": None}
+        dropped = {"_client": None, "_runs": {}, "_where": {}, "_queue": None, "_thread": None, "_live": None}
+        return {**self.__dict__, **dropped, "_live_sent": 0.0, "_live_dirty": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A sweep started before the live view existed has none of its fields.
+        self.__dict__.update({"max_concurrent": None, **state, "_live": None, "_live_sent": 0.0, "_live_dirty": False})
 
     @property
     def client(self) -> MlflowClient:
@@ -72,8 +84,20 @@ class MlflowSweepCallback(tune.Callback):
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
+    @property
+    def live(self) -> LiveView:
+        if self._live is None:
+            self._live = LiveView(
+                self.client,
+                self.experiment_id,
+                self.parent_run_id,
+                study=self.study,
+                max_concurrent=self.max_concurrent,
+            )
+        return self._live
+
     def setup(self, **info: Any) -> None:
-        self._runs, self._where = {}, {}
+        self._runs, self._where, self._live = {}, {}, None
 
     # ------------------------------------------------------------------ runs
     def run_for(self, trial) -> str:
@@ -105,7 +129,7 @@ class MlflowSweepCallback(tune.Callback):
             tracking.TAG_STATUS: "running",
             "mgm.trial_params": json.dumps({k: v for k, v in trial.config.items()}, default=str),
         }
-        run = self.client.create_run(self.experiment_id, run_name=f"{self.study.name}-{trial.trial_id}", tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=run_name(trial.config), tags=tags)
         run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten(config).items()]
         for i in range(0, len(params), 100):
@@ -143,10 +167,23 @@ class MlflowSweepCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.flush()
 
+    def _write_live(self) -> None:
+        self._live_sent, self._live_dirty = time.monotonic(), False
+        self._submit(lambda: self.live.write(time.time()))
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """The parent run's live view: at most every LIVE_INTERVAL_S when a trial started or reported, at least
+        every HEARTBEAT_S (a trial's end writes at once)."""
+        since = time.monotonic() - self._live_sent
+        if (self._live_dirty and since >= LIVE_INTERVAL_S) or since >= HEARTBEAT_S:
+            self._write_live()
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self._submit(self.run_for, _snapshot(trial))
+        self._submit(lambda t: self.live.started(self.run_for(t), t.at), _snapshot(trial))
+        self._live_dirty = True
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        self._live_dirty = True
         staged = None
         if result.get("checkpoint_path"):  # the `train` executor: Ray Train's checkpoint, forwarded by path
             staged = _stage(tune.Checkpoint(result["checkpoint_path"], trial.storage.storage_filesystem))
@@ -193,6 +230,7 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._submit(self._finish, _snapshot(trial), dict(trial.last_result or {}))
+        self._write_live()
 
     def _finish(self, trial: _Trial, result: dict) -> None:
         run_id = self.run_for(trial)
@@ -201,10 +239,13 @@ class MlflowSweepCallback(tune.Callback):
             tracking.finish_run(self.client, run_id, "diverged", tags={"mgm.diverged_step": str(result.get("step"))})
         elif status == "finished" and result.get(ray_train.FINAL):
             tracking.finish_run(self.client, run_id, "finished")
-            if self.keep_checkpoints == "unfinished":
-                self._prune_checkpoints(trial, run_id)
         else:  # ended before its last step without an error: a scheduler (ASHA) stopped it
+            status = "stopped"
             tracking.finish_run(self.client, run_id, "stopped", tags={"mgm.stopped_step": str(result.get("step"))})
+        values = {m: float(result[m]) for m in self.study.metric if isinstance(result.get(m), int | float)}
+        self.live.ended(run_id, status, trial.at, values)
+        if status == "finished" and self.keep_checkpoints == "unfinished":
+            self._prune_checkpoints(trial, run_id)
 
     def _prune_checkpoints(self, trial: _Trial, run_id: str) -> None:
         """`--keep-checkpoints unfinished`: delete a finished trial's Tune checkpoints (weights, EMAs, optimiser
@@ -233,11 +274,30 @@ class MlflowSweepCallback(tune.Callback):
             error = str(trial.get_error())
         except Exception:  # the message is a courtesy; the status is what matters
             error = "see the trial's error file in the Ray Tune folder"
-        self._submit(
-            lambda t, e: tracking.finish_run(self.client, self.run_for(t), "error", tags={"mgm.error": e[-5000:]}),
-            _snapshot(trial),
-            error,
-        )
+        self._submit(self._fail, _snapshot(trial), error)
+        self._write_live()
+
+    def _fail(self, trial: _Trial, error: str) -> None:
+        run_id = self.run_for(trial)
+        tracking.finish_run(self.client, run_id, "error", tags={"mgm.error": error[-5000:]})
+        self.live.ended(run_id, "error", trial.at, {})
+
+
+def run_name(labels: dict[str, Any]) -> str:
+    """A trial's MLflow run name from its configuration, e.g. `t_minus_tau tau=0.1 seed=1`: a named choice as itself,
+    a number as `key=value` (the key's last dotted part), the seed last."""
+    words = []
+    for key, value in labels.items():
+        if key == "train.seed":
+            continue
+        if isinstance(value, str):
+            words.append(value)
+        else:
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            words.append(f"{key.rsplit('.', 1)[-1]}={shown}")
+    if "train.seed" in labels:
+        words.append(f"seed={labels['train.seed']}")
+    return " ".join(words)[:250] or "trial"
 
 
 @dataclass(frozen=True)
@@ -248,13 +308,14 @@ class _Trial:
     config: dict
     folder: str | None = None  # the trial's folder in Tune's storage
     filesystem: Any = None  # the pyarrow filesystem that folder lives on (local, S3, GCS, ...)
+    at: float = 0.0  # when the hook saw the event (seconds since the epoch): the live view's trial durations
 
 
 def _snapshot(trial) -> _Trial:
     storage = getattr(trial, "storage", None)
     if storage is None:
-        return _Trial(trial.trial_id, dict(trial.config))
-    return _Trial(trial.trial_id, dict(trial.config), storage.trial_fs_path, storage.storage_filesystem)
+        return _Trial(trial.trial_id, dict(trial.config), at=time.time())
+    return _Trial(trial.trial_id, dict(trial.config), storage.trial_fs_path, storage.storage_filesystem, time.time())
 
 
 def _stage(checkpoint) -> Path | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from mgm_studies.config import EvalConfig, RunConfig, load_run_config, parse_run_config
 from mgm_studies.configbase import ConfigError, quote
+from mgm_studies.convergence import AREA_PREFIX
 from mgm_studies.studies.space_spec import PATH_FIELDS, Axis, StudySpec, set_dotted
 from mgm_studies.teachers import check_compatible, requirements
 
@@ -39,6 +40,7 @@ def check_spec(spec: StudySpec) -> None:
             configs += [parse_run_config(data) for data, _ in _variants(spec, key)]
     evals, objectives = [c.eval for c in configs], {c.objective.name for c in configs}
     problems += _check_metrics(spec, evals, objectives)
+    problems += _check_claims(spec, evals, objectives)
     algorithm = spec.search.algorithm
     for key, axis in spec.space.items():
         if axis.kind == "grid" and algorithm != "grid":
@@ -117,23 +119,46 @@ def check_files(config: RunConfig, teachers: dict[str, RunConfig]) -> None:
 
 def _check_metrics(spec: StudySpec, evals: list[EvalConfig], objectives: set[str]) -> list[tuple[str, str]]:
     """Each metric of the study is one the trials report: loss, mgm/divergence (objective mgm) or
-    <metric>/nfe-<K> with the metric in some eval.metrics and K in some eval.steps."""
+    <metric>/nfe-<K> with the metric in some eval.metrics and K in some eval.steps, or its convergence summary
+    area_<metric>/nfe-<K> (the trainer's normalised area under the metric-versus-step curve)."""
+    return [("metric", problem) for name in spec.metric if (problem := _metric_problem(name, evals, objectives))]
+
+
+def _metric_problem(name: str, evals: list[EvalConfig], objectives: set[str]) -> str | None:
     metrics = sorted({m for e in evals for m in e.metrics})
     steps = sorted({k for e in evals for k in e.steps})
+    match = _METRIC.match(name)
+    if name == "loss" or (name == "mgm/divergence" and "mgm" in objectives):
+        return None
+    if match and match["metric"].removeprefix(AREA_PREFIX) in metrics and int(match["steps"]) in steps:
+        return None
+    return (
+        f"{name!r} is not reported by these trials: use loss, mgm/divergence (objective mgm) or "
+        f"<metric>/nfe-<K> (or area_<metric>/nfe-<K>, its convergence speed) with metric in {metrics} "
+        f"(eval.metrics) and K in {steps} (eval.steps)"
+    )
+
+
+def _check_claims(spec: StudySpec, evals: list[EvalConfig], objectives: set[str]) -> list[tuple[str, str]]:
+    """Each claim names a discrete axis of the space, values of it (as labels: a named section by its name), and a
+    metric the trials report."""
     problems = []
-    for name in spec.metric:
-        match = _METRIC.match(name)
-        if name == "loss" or (name == "mgm/divergence" and "mgm" in objectives):
+    for i, claim in enumerate(spec.claims):
+        where = f"claims[{i}]"
+        axis = spec.space.get(claim.axis)
+        if axis is None or not axis.discrete:
+            discrete = [k for k, a in spec.space.items() if a.discrete]
+            problems.append((f"{where}.axis", f"{claim.axis!r} is not a grid or choice axis of this space: {discrete}"))
             continue
-        if match and match["metric"] in metrics and int(match["steps"]) in steps:
-            continue
-        problems.append(
-            (
-                "metric",
-                f"{name!r} is not reported by these trials: use loss, mgm/divergence (objective mgm) or "
-                f"<metric>/nfe-<K> with metric in {metrics} (eval.metrics) and K in {steps} (eval.steps)",
-            )
-        )
+        labels = axis.labels()
+        for field, values in (("best", [claim.best]), ("against", claim.against or [])):
+            for value in values:
+                if not any(value == label for label in labels):
+                    problems.append((f"{where}.{field}", f"{value!r} is not a value of {claim.axis}: {labels}"))
+        if claim.against is not None and any(value == claim.best for value in claim.against):
+            problems.append((f"{where}.against", f"names the claimed best value {claim.best!r} itself"))
+        if (problem := _metric_problem(claim.metric, evals, objectives)) is not None:
+            problems.append((f"{where}.metric", problem))
     return problems
 
 

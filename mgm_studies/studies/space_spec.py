@@ -155,6 +155,20 @@ class SearchSpec(StrictModel):
         return data
 
 
+class ClaimSpec(StrictModel):
+    """A statement the study tests, read by the report's Claims section: along `axis`, the value `best` does better
+    on `metric` than each value in `against` (default: every other value of the axis), the other axes marginalised
+    (`relation: better`), or at least no worse (`not_worse`). Values are given as in the space (a named section by
+    its name). The claim changes nothing the trials train: it is not part of the space hash."""
+
+    statement: str = Field(min_length=1)
+    axis: str
+    best: Any
+    metric: str
+    against: list[Any] | None = None
+    relation: Literal["better", "not_worse"] = "better"
+
+
 class StudySpec(StrictModel):
     """A validated search space. `base` is a plain dict whose file paths are absolute; `space` maps dotted run-config
     keys to axes; `metric` and `mode` are lists of one length; `source` is the space file (None: built from a dict)."""
@@ -167,6 +181,7 @@ class StudySpec(StrictModel):
     search: SearchSpec = SearchSpec()
     space: dict[str, Axis] = Field(min_length=1)
     seeds: list[Seed] = Field(default_factory=lambda: [0], max_length=MAX_SEEDS)
+    claims: list[ClaimSpec] = Field(default_factory=list)
     source: Path | None = None
 
     @field_validator("name")
@@ -243,10 +258,12 @@ class StudySpec(StrictModel):
             raise ConfigError([(field, f"{message} (with {setting})") for field, message in exc.problems]) from None
 
     def space_hash(self) -> str:
-        """12 hex characters over everything that decides what the trials train: the description, the file name and
-        the base's `resources` (where trials run: the same study on a GPU cluster is the same study, and `sweep
-        --resume` finds it) are left out."""
-        content = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"description", "source"})
+        """12 hex characters over everything that decides what the trials train: the description, the claims, the
+        file name and the base's `resources` (where trials run: the same study on a GPU cluster is the same study,
+        and `sweep --resume` finds it) are left out."""
+        content = self.model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude={"description", "source", "claims"}
+        )
         content["base"].pop("resources", None)
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 

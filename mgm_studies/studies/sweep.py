@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,19 +28,21 @@ from typing import Any
 
 import numpy as np
 import yaml
-from mlflow.entities import Metric, Param
+from mlflow.entities import Param
 from ray.tune.search import Repeater
 
 from mgm_studies import tracking
 from mgm_studies.config import RunConfig
 from mgm_studies.configbase import ConfigError
 from mgm_studies.names import check_name
+from mgm_studies.studies import live
 from mgm_studies.studies.placement import reaping_orphaned_placement_groups
 from mgm_studies.studies.space import StudySpec, load_study_spec
 from mgm_studies.studies.trial import SEED_KEY, executor_of, run_trial
 from mgm_studies.tracking_store import shown
 
 TAG_OVERRIDES = "mgm.overrides"  # the parent run's: this attempt's --set and resource flags (JSON list)
+TAG_CLAIMS = "mgm.claims"  # the parent run's: the space's claims (JSON), read by the report
 TAG_RESOURCES = "mgm.resources"  # the parent run's: the trials' resources section (JSON), this attempt
 
 
@@ -107,6 +108,12 @@ def _search(study: StudySpec, num_samples: int) -> tuple[Any, dict[str, Any], in
     if len(seeds) > 1:
         searcher = SeedRepeater(searcher, repeat=len(seeds), set_index=True)
     return searcher, {}, num_samples * len(seeds)
+
+
+def planned_trials(param_space: dict[str, Any], samples: int) -> int:
+    """How many trials Tune runs for `_search`'s output: `samples` times the combinations of its grids."""
+    grids = [len(v["grid_search"]) for v in param_space.values() if isinstance(v, dict) and "grid_search" in v]
+    return samples * math.prod(grids)
 
 
 def _scheduler(study: StudySpec, base: RunConfig):
@@ -193,6 +200,7 @@ def _parent_run(
         "mgm.space_hash": study.space_hash(),
         "mgm.storage": storage_path,
         "mgm.code_version": tracking.code_version(),
+        **({TAG_CLAIMS: json.dumps([c.model_dump(mode="json") for c in study.claims])} if study.claims else {}),
         tracking.TAG_STATUS: "running",
         **attempt,
     }
@@ -300,7 +308,16 @@ def run_sweep(
     os.environ["MLFLOW_TRACKING_URI"] = uri  # absolute: trials run in other folders and other processes
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read by Tune in this process; loggers given below
     client = tracking.client()
-    experiment_id = tracking.experiment_id(client, experiment)  # creates the store's schema, once
+    described = (
+        f"Study {study.name}: {study.description or ''}\n\nSwept: {', '.join(study.space)}; seeds "
+        f"{', '.join(map(str, study.seeds))}; optimised: {', '.join(study.metric)} ({', '.join(study.mode)}). Each "
+        "sweep is a parent run with one child run per trial. To compare trials, add the columns "
+        + ", ".join(f"`params.{k}`" for k in [*study.space, "train.seed"])
+        + " and "
+        + ", ".join(f"`metrics.{m}`" for m in study.metric)
+        + " from the runs table's Columns menu."
+    )
+    experiment_id = tracking.experiment_id(client, experiment, description=described)  # creates the schema, once
     prepare_teachers(study)
     resources = base.resources.model_dump_json()
     parent_run_id, _ = _parent_run(client, experiment_id, study, sweep, storage_path, overrides or [], resources)
@@ -328,6 +345,7 @@ def run_sweep(
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
         else:
             searcher, param_space, samples = _search(study, num_samples or study.search.num_samples)
+            live.record_planned(client, parent_run_id, planned_trials(param_space, samples))
             callback = MlflowSweepCallback(
                 study=study,
                 tracking_uri=uri,
@@ -335,6 +353,7 @@ def run_sweep(
                 parent_run_id=parent_run_id,
                 sweep=sweep,
                 keep_checkpoints=keep_checkpoints,
+                max_concurrent=max_concurrent or study.search.max_concurrent,
             )
             tuner = tune.Tuner(
                 trainable,
@@ -430,23 +449,21 @@ def _summarise(client, study, outcome: SweepOutcome, experiment_id, results) -> 
     for run in running if outcome.interrupted else []:
         tracking.finish_run(client, run.info.run_id, "interrupted")
         run.data.tags[tracking.TAG_STATUS] = "interrupted"
-    for run in children:
-        status = run.data.tags.get(tracking.TAG_STATUS, "running")
-        outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
-    finished = [r for r in children if r.data.tags.get(tracking.TAG_STATUS) == "finished"]
-    for metric, mode in zip(study.metric, study.mode, strict=True):
-        scored = [(r.data.metrics[metric], r) for r in finished if metric in r.data.metrics]
-        if scored:
-            value, run = (min if mode == "min" else max)(scored, key=lambda item: item[0])
-            params = {k: axis_param(run.data.params, k) for k in study.space}
-            params["train.seed"] = run.data.params.get("train.seed")
-            outcome.best[metric] = (run.info.run_id, value, params)
-    now = int(time.time() * 1000)
-    metrics = [Metric(f"trials/{status}", float(n), now, 0) for status, n in outcome.statuses.items()]
-    metrics += [Metric(f"best/{metric}", float(v), now, 0) for metric, (_, v, _) in outcome.best.items()]
-    client.log_batch(parent_run_id, metrics=metrics)
-    for metric, (run_id, _, _) in outcome.best.items():
-        client.set_tag(parent_run_id, f"mgm.best_run.{metric}", run_id)
+    # The same names as the live view's updates (`live.py`), after its last one.
+    summary = live.write_final(
+        client,
+        client.get_run(parent_run_id),
+        [live.record_of(r) for r in children],
+        study,
+        interrupted=outcome.interrupted,
+    )
+    outcome.statuses = {status: n for status, n in summary.counts.items() if n and status != "pending"}
+    by_id = {r.info.run_id: r for r in children}
+    for metric, (value, record) in summary.best.items():
+        run = by_id[record.run_id]
+        params = {k: axis_param(run.data.params, k) for k in study.space}
+        params["train.seed"] = run.data.params.get("train.seed")
+        outcome.best[metric] = (record.run_id, value, params)
     tracking.finish_run(client, parent_run_id, "interrupted" if outcome.interrupted else "finished")
     return outcome
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from mgm_studies.builders import build_model, build_run
 from mgm_studies.config import RunConfig
 from mgm_studies.configbase import ConfigError
+from mgm_studies.convergence import AreaTracker
 from mgm_studies.data import VectorDataset, data_shape
 from mgm_studies.evaluation import evaluate
 from mgm_studies.interpolants import Interpolant
@@ -113,6 +114,7 @@ class Trainer:
         self.noise_generator = torch.Generator(device=self.device).manual_seed(train.seed * 1_000_003 + 7919 + rank)
         self.step = 0
         self.last_evaluation: Evaluation | None = None
+        self.areas = AreaTracker()  # each evaluation's metrics so far: area_<metric>/nfe-K (convergence speed)
         self.resumed_from: Path | None = None
         self._last_loss = float("nan")
         # train.cuda_graphs: the step over static tensors, captured once and replayed (cuda_graph.py).
@@ -286,6 +288,7 @@ class Trainer:
             step=self.step,
             device=self.device,
         )
+        evaluation.metrics.update(self.areas.update(evaluation.step, evaluation.metrics))
         self.last_evaluation = evaluation
         self.reporter.report_evaluation(evaluation)
         return evaluation
@@ -307,6 +310,7 @@ class Trainer:
             "objective": self.objective.state_dict(),
             "data_generator": self.data_generator.get_state(),
             "noise_generator": self.noise_generator.get_state(),
+            "evaluations": self.areas.state_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -327,6 +331,7 @@ class Trainer:
         self.objective.load_state_dict(state["objective"])
         self.data_generator.set_state(state["data_generator"])
         self.noise_generator.set_state(state["noise_generator"])
+        self.areas.load_state_dict(state.get("evaluations", {}))  # absent from checkpoints before it existed
         self.step = int(state["step"])
         if self.static_step is not None:  # the optimiser's state tensors were replaced: capture them again
             self.static_step.reset()

@@ -119,20 +119,21 @@ def test_ablation_tables_hold_the_means_over_seeds_of_the_mlflow_runs(sweep, rep
     finished = [r for r in runs if r.data.tags["mgm.status"] == "finished"]
     text = (report / "report.md").read_text()
 
-    lr_rows = _md_table(text, "train.optimizer.lr vs kl/nfe-2 (mean ± std over finished trials)")
+    lr_rows = _md_table(text, "train.optimizer.lr vs kl/nfe-2 (finished trials; statistics as in the Summary)")
     assert [row[0] for row in lr_rows] == ["0.003", "0.01", "1e+12"]  # one row per value, in order
     for row, lr in zip(lr_rows, LRS, strict=True):
         values = [r.data.metrics["kl/nfe-2"] for r in finished if float(r.data.params["train.optimizer.lr"]) == lr]
         not_finished = sum(1 for r in runs if float(r.data.params["train.optimizer.lr"]) == lr) - len(values)
-        assert row[2] == str(not_finished)
+        assert row[3] == str(not_finished)
         if values:  # the others (model.hidden) marginalised: only hidden 32 trials finished
-            assert row[1] == f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} (n={len(values)})"
+            assert row[1] == _mean_ci(values)
         else:
-            assert row[1] == "–"
+            assert row[1] == "–" and row[2] == "–"
+    assert "best" in (lr_rows[0][2], lr_rows[1][2])  # one of the two trained values is the best, the other compared
 
-    hidden_rows = _md_table(text, "model.hidden vs kl/nfe-2 (mean ± std over finished trials)")
+    hidden_rows = _md_table(text, "model.hidden vs kl/nfe-2 (finished trials; statistics as in the Summary)")
     assert [row[0] for row in hidden_rows] == ["32", "2000000"]
-    assert hidden_rows[1][1] == "–" and hidden_rows[1][2] == "6"
+    assert hidden_rows[1][1] == "–" and hidden_rows[1][3] == "6"
     # Held at the best configuration: the best lr (lowest mean over seeds) with hidden 32.
     means = {
         lr: statistics.mean(
@@ -142,7 +143,18 @@ def test_ablation_tables_hold_the_means_over_seeds_of_the_mlflow_runs(sweep, rep
     }
     best_lr = min(means, key=means.get)
     at_best = [r.data.metrics["kl/nfe-2"] for r in finished if float(r.data.params["train.optimizer.lr"]) == best_lr]
-    assert hidden_rows[0][3] == f"{statistics.mean(at_best):.4g} ± {statistics.stdev(at_best):.2g} (n=2)"
+    assert hidden_rows[0][4] == f"{statistics.mean(at_best):.4g} ± {statistics.stdev(at_best):.2g} (n=2)"
+
+
+T_975_DF1 = 12.706205  # Student's t quantile 0.975 on 1 degree of freedom (two seeds)
+
+
+def _mean_ci(values: list[float]) -> str:
+    """mean ± std (n) [95 % t interval], by hand for two values."""
+    assert len(values) == 2
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    half = T_975_DF1 * sd / math.sqrt(2)
+    return f"{mean:.4g} ± {sd:.2g} (n=2) [{mean - half:.3g}, {mean + half:.3g}]"
 
 
 def test_the_summary_counts_trials_by_status_and_names_the_best_configuration(sweep, report):
@@ -157,12 +169,17 @@ def test_the_summary_counts_trials_by_status_and_names_the_best_configuration(sw
     }
     best_lr = min(by_lr, key=lambda lr: statistics.mean(by_lr[lr]))
     values = by_lr[best_lr]
-    best = _md_table(text, _best_caption())[0]
+    table = _md_table(text, _best_caption())
+    # By metric (its convergence area after it), then steps.
+    assert [row[0] for row in table] == ["kl/nfe-1", "kl/nfe-2 (optimised)", "area_kl/nfe-1", "area_kl/nfe-2"]
+    best = table[1]
     assert best[:3] == [
-        "kl/nfe-2",
+        "kl/nfe-2 (optimised)",
         f"train.optimizer.lr={best_lr:.4g}, model.hidden=32",
-        f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} (n=2)",
+        _mean_ci(values),
     ]
+    other_lr = next(lr for lr in by_lr if lr != best_lr)
+    assert best[3].startswith(f"train.optimizer.lr={other_lr:.4g}, model.hidden=32: ")
     # Every trial is linked to its MLflow run.
     for run in runs:
         assert f"/runs/{run.info.run_id})" in text
@@ -170,7 +187,8 @@ def test_the_summary_counts_trials_by_status_and_names_the_best_configuration(sw
 
 def _best_caption() -> str:
     return (
-        "Best configuration per metric (mean over its finished trials; lower is better unless the sweep maximised it)"
+        "Best configuration per metric (mean over its finished trials; lower is better unless the sweep maximised it), "
+        "ordered by metric then number of sampling steps"
     )
 
 
@@ -205,8 +223,8 @@ def test_the_html_report_opens_in_headless_chromium_with_every_image_and_one_row
     assert len(page.images) >= 8 and all(loaded for _, loaded in page.images), page.images
     rows = dict(page.value)
     assert rows == {
-        "train.optimizer.lr vs kl/nfe-2 (mean ± std over finished trials)": len(LRS),
-        "model.hidden vs kl/nfe-2 (mean ± std over finished trials)": len(HIDDEN),
+        "train.optimizer.lr vs kl/nfe-2 (finished trials; statistics as in the Summary)": len(LRS),
+        "model.hidden vs kl/nfe-2 (finished trials; statistics as in the Summary)": len(HIDDEN),
     }
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot of the report: {screenshot}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from mgm_studies.reporting import tables as T
-from mgm_studies.reporting.collect import StudyData, ui_address
+from mgm_studies.reporting.collect import StudyData, portable, ui_address
 
 
 def study(rows: list[dict], axes: list[str], metric: str = "kl/nfe-1", mode: str = "min") -> StudyData:
@@ -44,7 +45,11 @@ GRID = {
 
 
 def grid_rows(extra: list[dict] = ()) -> list[dict]:
-    rows = [{"a": a, "b": b, "status": "finished", "kl/nfe-1": v} for (a, b), values in GRID.items() for v in values]
+    rows = [
+        {"a": a, "b": b, "status": "finished", "kl/nfe-1": v, "train.seed": seed}
+        for (a, b), values in GRID.items()
+        for seed, v in enumerate(values)
+    ]
     return rows + list(extra)
 
 
@@ -105,6 +110,10 @@ def test_compute_hours_are_gpu_hours_when_any_trial_held_a_gpu():
 def test_run_links_point_at_the_mlflow_ui_of_the_store():
     assert ui_address("http://mlflow.internal:5000/") == ("http://mlflow.internal:5000", None)
     address, hint = ui_address("sqlite:////data/mlflow.db")
-    assert address == "http://127.0.0.1:5000" and "mlflow ui --backend-store-uri sqlite:////data/mlflow.db" in hint
+    # No absolute path of the machine that built the report: outside the working folder, the file's name alone.
+    assert address == "http://127.0.0.1:5000" and "mlflow ui --backend-store-uri sqlite:///mlflow.db " in hint
+    here = ui_address(f"sqlite:///{Path.cwd() / 'out' / 'mlflow.db'}")[1]
+    assert "--backend-store-uri sqlite:///out/mlflow.db " in here  # under it: relative to it
+    assert portable("http://user:secret@mlflow.internal:5000") == "http://mlflow.internal:5000"
     data = study(grid_rows(), ["a", "b"])
     assert data.run_url("abc") == "http://127.0.0.1:5000/#/experiments/1/runs/abc"

@@ -13,7 +13,7 @@ from mgm_studies.studies.space import Axis, is_study_spec, load_study_spec, pars
 
 ROOT = Path(__file__).resolve().parents[2]
 SI_TEACHER = str(ROOT / "configs" / "checkerboard_si.yaml")
-SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))
+SHIPPED = sorted([*(ROOT / "search_spaces").glob("*.yaml"), *(ROOT / "search_spaces" / "claims").glob("*.yaml")])
 
 
 def _base(**sections) -> dict:
@@ -323,3 +323,19 @@ def test_space_file_problems_name_the_space_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_study_spec(tmp_path / "broken.yaml")
     assert info.value.problems[0][0] == "space file" and "not valid YAML" in info.value.problems[0][1]
+
+
+def test_claims_name_a_discrete_axis_its_values_and_a_reported_metric_and_leave_the_hash_alone() -> None:
+    space = {"interpolant.schedule": {"choice": ["linear", "trig"]}, "train.optimizer.lr": {"loguniform": [1e-4, 1e-2]}}
+    claim = {"statement": "linear beats trig", "axis": "interpolant.schedule", "best": "linear", "metric": "kl/nfe-1"}
+    plain = parse_study_spec(_spec(space))
+    claimed = parse_study_spec(_spec(space, claims=[claim, {**claim, "metric": "area_kl/nfe-4"}]))
+    assert claimed.claims[1].metric == "area_kl/nfe-4"  # a convergence area is a reported metric
+    assert claimed.space_hash() == plain.space_hash()  # a claim changes nothing the trials train
+    for bad, field in (
+        ({"axis": "train.optimizer.lr", "best": 0.001}, "claims[0].axis"),  # a range has no values to name
+        ({"best": "cosine"}, "claims[0].best"),
+        ({"against": ["linear"]}, "claims[0].against"),  # the claimed value itself
+        ({"metric": "kl/nfe-8"}, "claims[0].metric"),  # K not evaluated
+    ):
+        assert _refused(_spec(space, claims=[{**claim, **bad}]))[0] == field

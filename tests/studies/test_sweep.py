@@ -57,6 +57,11 @@ def test_a_grid_sweep_records_one_parent_run_and_a_child_run_per_trial(mlflow_en
     assert "space.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
     combos = sorted((c.data.params["interpolant.schedule"], c.data.params["train.seed"]) for c in children)
     assert combos == [("linear", "0"), ("linear", "1"), ("trig", "0"), ("trig", "1")]
+    # Run names say what the trial is; the experiment opens on the runs table and says what to show.
+    assert sorted(c.info.run_name for c in children) == ["linear seed=0", "linear seed=1", "trig seed=0", "trig seed=1"]
+    experiment = client.get_experiment_by_name("test_study")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "`params.interpolant.schedule`" in experiment.tags["mlflow.note.content"]
     for child in children:
         run_id = child.info.run_id
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -223,6 +228,11 @@ def test_a_sweep_killed_with_sigkill_resumes_without_losing_or_duplicating_trial
     assert len(children) == 4 and {c.data.tags["mgm.status"] for c in children} == {"finished"}
     combos = sorted((c.data.params["interpolant.schedule"], c.data.params["train.seed"]) for c in children)
     assert combos == [("linear", "0"), ("linear", "1"), ("trig", "0"), ("trig", "1")]
+    # Run names say what the trial is; the experiment opens on the runs table and says what to show.
+    assert sorted(c.info.run_name for c in children) == ["linear seed=0", "linear seed=1", "trig seed=0", "trig seed=1"]
+    experiment = client.get_experiment_by_name("test_study")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "`params.interpolant.schedule`" in experiment.tags["mlflow.note.content"]
     ids = {c.data.tags["mgm.trial_id"] for c in children}
     assert {c.info.run_id for c in before} <= {c.info.run_id for c in children} and len(ids) == 4
 
