@@ -273,19 +273,40 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    study = check_name(args.study, "STUDY")  # before the report stack (pandas, MLflow) is imported
+    studies = [check_name(study, "STUDY") for study in args.study]  # before the report stack is imported
+    sweeps = args.sweep or []
+    if sweeps and len(sweeps) != len(studies):
+        raise ConfigError.single("--sweep", f"give one --sweep per study ({len(studies)}) or none, got {len(sweeps)}")
     from mgm_studies import tracking
     from mgm_studies.reporting.build import HTML, build_report
+    from mgm_studies.reporting.compare import build_comparison, default_name
 
+    name = studies[0] if len(studies) == 1 else check_name(default_name(studies), "STUDY (the comparison's folder)")
     if args.out:
         out, field = Path(args.out), "--out"
     else:
         reports = Path("reports").resolve()
-        out, field = Path(os.path.normpath(reports / study)), "STUDY"
+        out, field = Path(os.path.normpath(reports / name)), "STUDY"
         if out.parent != reports:  # belt and braces: a checked name is one plain path component
-            raise ConfigError.single("STUDY", f"reports/{study} is not a folder directly inside {reports}")
+            raise ConfigError.single("STUDY", f"reports/{name} is not a folder directly inside {reports}")
+    if len(studies) > 1:
+        datas = build_comparison(
+            studies,
+            out=out,
+            tracking_uri=tracking.tracking_uri(),
+            sweep_run_ids=sweeps or [None] * len(studies),
+            force=args.force,
+            field=field,
+        )
+        print(f"comparison of {', '.join(d.study for d in datas)}: {out / HTML}")
+        return 0
     data = build_report(
-        study, out=out, tracking_uri=tracking.tracking_uri(), sweep_run_id=args.sweep, force=args.force, field=field
+        studies[0],
+        out=out,
+        tracking_uri=tracking.tracking_uri(),
+        sweep_run_id=sweeps[0] if sweeps else None,
+        force=args.force,
+        field=field,
     )
     print(f"report of study {data.study!r} (sweep {data.sweep_name}, {len(data.trials)} trials): {out / HTML}")
     return 0
@@ -465,8 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "study",
         metavar="STUDY",
+        nargs="+",
         help="study name (the search space's `name`: its MLflow experiment): 1 to 128 letters, digits, '_', '.', '-', "
-        "the first a letter or digit",
+        "the first a letter or digit; several studies: a comparison on their shared axes and metrics, in "
+        "reports/compare-A--B",
     )
     p.add_argument(
         "--out",
@@ -479,7 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace --out (or reports/STUDY) even if it is not a report written here; a symbolic link there is "
         "replaced itself, never followed",
     )
-    p.add_argument("--sweep", metavar="RUN_ID", help="the sweep's parent run id (default: the study's newest sweep)")
+    p.add_argument(
+        "--sweep",
+        metavar="RUN_ID",
+        action="append",
+        help="the sweep's parent run id (default: the study's newest sweep); with several studies, once per study, in "
+        "their order (the same study twice compares two of its sweeps)",
+    )
     p.set_defaults(handler=cmd_report)
 
     p = verbs.add_parser(

@@ -62,7 +62,7 @@ def _mean_ci(mean: float, std: float, n: int, low: float, high: float) -> str:
     return _pm(mean, std, n) + _ci(low, high)
 
 
-def _interval(iv: S.Interval) -> str:
+def interval_text(iv: S.Interval) -> str:
     """mean (n) [95 % interval]."""
     return "–" if iv.n == 0 else f"{iv.mean:.4g} (n={iv.n}){_ci(iv.low, iv.high)}"
 
@@ -78,7 +78,12 @@ def _versus(c, paired_by: str) -> str:
     if c.verdict == S.TOO_FEW:
         return f"{_signed(c.diff)}: {c.verdict}" if not pd.isna(c.diff) else c.verdict
     how = f"paired by {paired_by}, n={c.n}" if c.paired else f"Welch, n={c.n}"
-    return f"{_signed(c.diff)}{_ci(c.low, c.high)}, p={c.p_adjusted:.2g} ({how}): {c.verdict}"
+    return f"{_signed(c.diff)}{_ci(c.low, c.high)}, p{p_text(c.p_adjusted)} ({how}): {c.verdict}"
+
+
+def p_text(p: float) -> str:
+    """`=0.032`, or `<0.0001` below it (a t-test's tail that far out says only "far")."""
+    return "<0.0001" if p < 1e-4 else f"={p:.2g}"
 
 
 STATS_NOTE = (
@@ -98,7 +103,7 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {secs:02d} s" if minutes else f"{secs} s")
 
 
-class _Writer:
+class FigureWriter:
     """Saves figures under figures/ of the report being built; returns their relative paths."""
 
     def __init__(self, root: Path) -> None:
@@ -114,7 +119,7 @@ class _Writer:
         return path
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
 
 
@@ -165,7 +170,7 @@ def _summary(data: StudyData, leveled: pd.DataFrame, order: dict[str, list[str]]
         ),
     ]
     rows = []
-    for metric in sorted(dict.fromkeys([*data.metrics, *data.eval_metrics]), key=_metric_order):
+    for metric in sorted(dict.fromkeys([*data.metrics, *data.eval_metrics]), key=metric_order):
         best = T.best_configuration(leveled, data.axes, metric, data.mode_of(metric))
         if best is None:
             continue
@@ -209,7 +214,7 @@ def _summary(data: StudyData, leveled: pd.DataFrame, order: dict[str, list[str]]
     return blocks
 
 
-def _metric_order(metric: str) -> tuple[str, bool, int, str]:
+def metric_order(metric: str) -> tuple[str, bool, int, str]:
     """Sort key: the metric (its convergence area after it), then K for `family/nfe-K`, then the name."""
     match = EVAL_METRIC.match(metric)
     if not match:
@@ -313,12 +318,12 @@ def _claims(data: StudyData, leveled, order) -> list[Block]:
             Paragraph(
                 f"{check.outcome.upper()}: {check.reason}. Read on {check.metric} "
                 f"({'lower' if mode == 'min' else 'higher'} is better) along {check.axis}; {check.axis}={check.best}: "
-                + (_interval(best) if best.n else "no trials")
+                + (interval_text(best) if best.n else "no trials")
                 + "."
             ),
         ]
         if check.rows:
-            rows = [[level, _interval(iv), _versus(c, "seed")] for level, iv, c in check.rows]
+            rows = [[level, interval_text(iv), _versus(c, "seed")] for level, iv, c in check.rows]
             blocks.append(
                 Table(
                     [
@@ -333,20 +338,49 @@ def _claims(data: StudyData, leveled, order) -> list[Block]:
     return blocks
 
 
+def _pareto(data: StudyData, leveled, writer: FigureWriter) -> list[Block]:
+    """A multi-objective sweep's Pareto front over configuration means: a table, and a figure of the first two
+    metrics."""
+    metrics = [m for m in data.metrics if m in leveled]
+    if len(metrics) < 2:
+        return []
+    front = T.pareto(leveled, data.axes, metrics, [data.mode_of(m) for m in metrics])
+    if front is None:
+        return []
+    rows = front.rows
+    labels = [", ".join(f"{a}={r[a]}" for a in data.axes) or "(the only one)" for _, r in rows.iterrows()]
+    table_rows = [
+        [label, *[f"{r[m]:.4g}" for m in metrics], str(int(r["n"])), "front" if r["front"] else "dominated"]
+        for label, (_, r) in zip(labels, rows.iterrows(), strict=True)
+    ]
+    table_rows.sort(key=lambda row: row[-1] != "front")
+    figure = F.pareto_front(rows, metrics[0], metrics[1], modes=tuple(front.modes[:2]), labels=labels)
+    return [
+        Heading("Pareto front"),
+        Paragraph(
+            f"The sweep optimised {len(metrics)} metrics at once: a configuration is on the front when no other is at "
+            "least as good on every metric and better on one (means over its finished trials; with few seeds a "
+            "point's position is uncertain, see the intervals above)."
+        ),
+        Table(["configuration", *metrics, "n", "Pareto"], table_rows, caption="Configurations by Pareto front"),
+        Figure(writer.save("pareto-front", figure), f"{metrics[1]} against {metrics[0]}: the front joined"),
+    ]
+
+
 def _row_comparison(row) -> S.Comparison:
     return S.Comparison(
         row.diff, row.diff_low, row.diff_high, row.p, row.p_adjusted, bool(row.paired), int(row.pairs), row.verdict
     )
 
 
-def _figures(data: StudyData, leveled, order, writer: _Writer, client) -> list[Block]:
+def _figures(data: StudyData, leveled, order, writer: FigureWriter, client) -> list[Block]:
     blocks: list[Block] = [Heading("Figures")]
     primary = data.metrics[0] if data.metrics else (data.eval_metrics[0] if data.eval_metrics else None)
     if primary is None:
         return [*blocks, Paragraph("No trial reported a metric.")]
     mode = data.mode_of(primary)
     per_axis = [
-        Figure(writer.save(f"metric-vs-{_slug(axis)}", F.metric_vs_axis(leveled, order[axis], axis, primary)), axis)
+        Figure(writer.save(f"metric-vs-{slug(axis)}", F.metric_vs_axis(leveled, order[axis], axis, primary)), axis)
         for axis in data.axes
     ]
     if per_axis:
@@ -420,7 +454,7 @@ def _figures(data: StudyData, leveled, order, writer: _Writer, client) -> list[B
     return blocks
 
 
-def _convergence(data: StudyData, leveled, order, metric: str, mode: str, writer: _Writer, client) -> list[Block]:
+def _convergence(data: StudyData, leveled, order, metric: str, mode: str, writer: FigureWriter, client) -> list[Block]:
     """`metric` against training step for every trial that reported it (stopped trials marked), with the normalised
     area of each trial's curve (convergence.py) summarised per level of the main axis."""
     if "/nfe-" not in metric:
@@ -485,7 +519,7 @@ def _best_per_level(leveled, order, axis: str | None, metric: str, mode: str) ->
     return out
 
 
-def _sample_plots(data: StudyData, best_runs, metric: str, writer: _Writer, client) -> list[Figure]:
+def _sample_plots(data: StudyData, best_runs, metric: str, writer: FigureWriter, client) -> list[Figure]:
     """The last evaluation's sample plot (at the primary metric's number of steps) of each run, copied from MLflow."""
     k = metric.rsplit("-", 1)[-1] if "/nfe-" in metric else None
     figures = []
@@ -499,7 +533,7 @@ def _sample_plots(data: StudyData, best_runs, metric: str, writer: _Writer, clie
             continue
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(client.download_artifacts(run_id, wanted[0], tmp))
-            name = f"samples-{_slug(label)}"
+            name = f"samples-{slug(label)}"
             shutil.copyfile(local, writer.root / FIGURES / f"{name}.png")
         figures.append(Figure(f"{FIGURES}/{name}.png", f"{label}: {Path(wanted[0]).stem}", width=300))
     return figures
@@ -558,7 +592,7 @@ def build_report(
     leveled, order = T.levels(data)
     with tempfile.TemporaryDirectory(prefix="mgm-report-") as tmp:
         root = Path(tmp) / "report"
-        writer = _Writer(root)
+        writer = FigureWriter(root)
         write_results(data, root / RESULTS)
         primary = data.metrics[0] if data.metrics else None
         metrics = [m for m in data.metrics if m in data.trials] or data.eval_metrics[:1]
@@ -566,6 +600,7 @@ def build_report(
             *_summary(data, leveled, order),
             *_claims(data, leveled, order),
             *_ablations(data, leveled, order, metrics),
+            *_pareto(data, leveled, writer),
             *_figures(data, leveled, order, writer, client),
             *_trials_table(data, primary),
             Paragraph(
@@ -578,17 +613,22 @@ def build_report(
                 ]
             ),
         ]
-        title = f"Study {data.study}"
-        (root / MARKDOWN).write_text(to_markdown(title, blocks))
-        (root / HTML).write_text(to_html(title, blocks))
-        (root / MARKER).write_text(marker_text(data.study, data.sweep_run_id))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # Staged beside `out` (one file system), so that it is renamed into place whole.
-        staged = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        try:
-            shutil.copytree(root, staged, dirs_exist_ok=True)
-            place(staged, out, force, field)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
+        publish(root, out, f"Study {data.study}", blocks, marker_text(data.study, data.sweep_run_id), force, field)
     return data
+
+
+def publish(root: Path, out: Path, title: str, blocks: list[Block], marker: str, force: bool, field: str) -> None:
+    """Write report.md, index.html and the marker into `root` (which holds the figures and data already), then
+    move it into place at `out` whole."""
+    (root / MARKDOWN).write_text(to_markdown(title, blocks))
+    (root / HTML).write_text(to_html(title, blocks))
+    (root / MARKER).write_text(marker)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Staged beside `out` (one file system), so that it is renamed into place whole.
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        shutil.copytree(root, staged, dirs_exist_ok=True)
+        place(staged, out, force, field)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise

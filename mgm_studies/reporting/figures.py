@@ -218,3 +218,48 @@ def parameter_importance(
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str, *, modes: tuple[str, str], labels: list[str]) -> Figure:
+    """Configuration means of two metrics (one dot each), the Pareto front (`points.front`) joined and labelled."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), dpi=100)
+    behind = points[~points["front"]]
+    ax.scatter(behind[x], behind[y], color="0.6", s=22, label="dominated")
+    front = points[points["front"]].sort_values(x)
+    ax.plot(front[x], front[y], color=_COLORS(3), marker="o", linewidth=1.2, label="Pareto front")
+    for (_, row), label in zip(points.iterrows(), labels, strict=True):
+        if row["front"]:
+            ax.annotate(label, (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"{x} ({'lower' if modes[0] == 'min' else 'higher'} is better)")
+    ax.set_ylabel(f"{y} ({'lower' if modes[1] == 'min' else 'higher'} is better)")
+    ax.set_title("configuration means over seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def compare_levels(points: list[tuple[str, str, object]], levels: list[str], *, axis: str, metric: str) -> Figure:
+    """Each study's mean of `metric` at each value of `axis` [(study, level, stats.Interval)], side by side with
+    its 95 % interval (none drawn for a single trial)."""
+    studies = list(dict.fromkeys(study for study, _, _ in points))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(levels) + 2), 3.6), dpi=100)
+    width = 0.7 / max(1, len(studies))
+    for i, study in enumerate(studies):
+        xs, ys, errors = [], [], [[], []]
+        for study_, level, interval in points:
+            if study_ != study or interval.n == 0:
+                continue
+            xs.append(levels.index(level) - 0.35 + width * (i + 0.5))
+            ys.append(interval.mean)
+            spread = not np.isnan(interval.low)
+            errors[0].append(interval.mean - interval.low if spread else 0.0)
+            errors[1].append(interval.high - interval.mean if spread else 0.0)
+        ax.errorbar(xs, ys, yerr=errors, fmt="o", color=_COLORS(i % 10), capsize=3, label=study)
+    ax.set_xticks(range(len(levels)), levels, rotation=20 if len(levels) > 4 else 0)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -297,3 +297,35 @@ def check_claim(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[s
         outcome,
         reason,
     )
+
+
+@dataclass
+class Pareto:
+    """Configurations (combinations of levels) with their mean of each metric over finished trials; `front` marks
+    the non-dominated ones: no other configuration is at least as good on every metric and better on one."""
+
+    metrics: list[str]
+    modes: list[str]
+    rows: pd.DataFrame  # the axes' levels, one column per metric (mean), n, front (bool)
+
+
+def pareto(leveled: pd.DataFrame, axes: list[str], metrics: list[str], modes: list[str]) -> Pareto | None:
+    """The Pareto front of a multi-objective sweep over configuration means; None when no configuration finished
+    with every metric."""
+    done = leveled[(leveled["status"] == FINISHED)]
+    for metric in metrics:
+        done = done[done[metric].notna()] if metric in done else done[:0]
+    if done.empty:
+        return None
+    grouped = (done.groupby(axes, sort=False) if axes else done.groupby(lambda _: 0))[metrics].mean()
+    counts = (done.groupby(axes, sort=False) if axes else done.groupby(lambda _: 0)).size()
+    rows = grouped.reset_index() if axes else grouped.reset_index(drop=True)
+    rows["n"] = counts.to_numpy()
+    # Signs so that lower is better for every metric.
+    signed = rows[metrics].to_numpy() * [1.0 if mode == "min" else -1.0 for mode in modes]
+    front = []
+    for i, point in enumerate(signed):
+        dominated = any((other <= point).all() and (other < point).any() for j, other in enumerate(signed) if j != i)
+        front.append(not dominated)
+    rows["front"] = front
+    return Pareto(metrics=list(metrics), modes=list(modes), rows=rows)

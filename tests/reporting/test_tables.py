@@ -117,3 +117,23 @@ def test_run_links_point_at_the_mlflow_ui_of_the_store():
     assert portable("http://user:secret@mlflow.internal:5000") == "http://mlflow.internal:5000"
     data = study(grid_rows(), ["a", "b"])
     assert data.run_url("abc") == "http://127.0.0.1:5000/#/experiments/1/runs/abc"
+
+
+def test_the_pareto_front_holds_the_configurations_no_other_dominates():
+    # Means (m1, m2), two seeds each: A (1, 5), B (2, 2), C (3, 3) (B is better on both), D (5, 1).
+    means = {"A": (1.0, 5.0), "B": (2.0, 2.0), "C": (3.0, 3.0), "D": (5.0, 1.0)}
+    rows = [
+        {"a": name, "status": "finished", "m1": m1 + d, "m2": m2 - d, "train.seed": seed}
+        for name, (m1, m2) in means.items()
+        for seed, d in enumerate((-0.5, 0.5))
+    ]
+    rows.append({"a": "E", "status": "error", "m1": math.nan, "m2": math.nan, "train.seed": 0})
+    leveled, _ = T.levels(study(rows, ["a"], metric="m1"))
+    front = T.pareto(leveled, ["a"], ["m1", "m2"], ["min", "min"])
+    table = front.rows.set_index("a")
+    assert table.loc["B", "m1"] == pytest.approx(2.0) and table.loc["B", "n"] == 2 and "E" not in table.index
+    assert table["front"].to_dict() == {"A": True, "B": True, "C": False, "D": True}
+    # Maximising m2 instead: A (m2 = 5, the highest, and the lowest m1) dominates everything else.
+    assert T.pareto(leveled, ["a"], ["m1", "m2"], ["min", "max"]).rows.set_index("a")["front"].to_dict() == {
+        "A": True, "B": False, "C": False, "D": False
+    }  # fmt: skip

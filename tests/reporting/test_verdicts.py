@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
 from mgm_studies.cli import main
+from mgm_studies.reporting.build import p_text
 from mgm_studies.studies.space import parse_study_spec
 from mgm_studies.studies.sweep import run_sweep
 
@@ -123,7 +124,7 @@ def test_identical_arms_are_within_noise_and_the_untrained_arm_is_worse_by_the_h
     assert p_holm < 0.05 and mean > 0
     assert (
         verdicts["option-2"]
-        == f"{mean:+.3g} [{mean - half:.3g}, {mean + half:.3g}], p={p_holm:.2g} (paired by seed, n=3): worse"
+        == f"{mean:+.3g} [{mean - half:.3g}, {mean + half:.3g}], p{p_text(p_holm)} (paired by seed, n=3): worse"
     )
 
     # Each value's own interval: mean ± t s / sqrt(3).

@@ -384,6 +384,14 @@ def test_a_multi_objective_optuna_sweep_repeats_each_configuration_over_the_seed
     for child in children:
         by_lr.setdefault(child.data.params["train.optimizer.lr"], set()).add(child.data.params["train.seed"])
     assert list(by_lr.values()) == [{"0", "1"}, {"0", "1"}]  # two configurations, each run with both seeds
+    # Its report has a Pareto front over the two configurations' means.
+    from mgm_studies.cli import main
+
+    assert main(["report", "test_study", "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    front = text.split("*Configurations by Pareto front*", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
+    assert len(front) == 2 and all(row.endswith(("| front |", "| dominated |")) for row in front)
+    assert front[0].endswith("| front |") and "figures/pareto-front.png" in text
 
 
 def test_sweep_set_reaches_every_trial_and_resources_alone_keep_the_sweep(mlflow_env, tmp_path, capsys):
