@@ -90,8 +90,10 @@ STATS_NOTE = (
     "Statistics: means with 95 % Student-t intervals over finished trials; each value is compared with the best one by "
     "a t-test on the differences, paired by seed (and the other axes' values) where both share at least two such "
     "blocks, else Welch's unpaired test; p-values are two-sided and Holm-adjusted over the table's comparisons with "
-    "its best. Verdicts at 0.05: worse / better than the best, or within noise (this study cannot tell them apart, "
-    "which is not evidence that they are equal). The best was picked on the same trials, which favours it slightly."
+    "its best; the intervals are each at 95 % on their own, not adjusted, so with many values an interval of a "
+    "difference can exclude 0 while its adjusted p stays above 0.05. Verdicts at 0.05: worse / better than the "
+    "best, or within noise (this study cannot tell them apart, which is not evidence that they are equal). The best "
+    "was picked on the same trials, which favours it slightly."
 )
 
 
