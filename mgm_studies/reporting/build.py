@@ -312,6 +312,12 @@ def _claims(data: StudyData, leveled, order) -> list[Block]:
         ),
     ]
     for claim in data.claims:
+        names = data.option_names.get(claim["axis"], {})  # a claim names a positional label (option-i) as given
+        claim = {
+            **claim,
+            "best": names.get(claim["best"], claim["best"]),
+            "against": [names.get(v, v) for v in claim.get("against") or []] or None,
+        }
         mode = data.mode_of(claim["metric"])
         check = T.check_claim(leveled, order, data.axes, claim, mode)
         best = check.best_interval

@@ -68,6 +68,7 @@ class StudyData:
     sweeps: list[str] = field(default_factory=list)  # every sweep run id of the study, newest first
     fevals: dict[int, list[float]] = field(default_factory=dict)  # K -> network evaluations per sample at nfe-K
     claims: list[dict] = field(default_factory=list)  # the space's claims (studies/space_spec.ClaimSpec, as JSON)
+    option_names: dict[str, dict[str, str]] = field(default_factory=dict)  # axis -> {option-i: its readable name}
 
     @property
     def store(self) -> str:
@@ -172,6 +173,10 @@ def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = N
     modes = [m for m in params.get("mode", "").split(",") if m] or ["min"] * len(metrics)
     address, hint = ui_address(tracking_uri)
     trials = _trial_table(children, axes, address, eid)
+    option_names = _option_names(client, run_id)
+    for axis, names in option_names.items():  # option-3 -> "s_plus_tau clamp tau=0.2"
+        if axis in trials:
+            trials[axis] = trials[axis].map(lambda v, names=names: names.get(v, v))
     eval_metrics = _eval_metrics(trials.columns)
     trials = trials[COLUMNS + axes + eval_metrics]
     fevals: dict[int, set[float]] = {}
@@ -198,6 +203,7 @@ def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = N
         sweeps=[r.info.run_id for r in sweeps],
         fevals={k: sorted(v) for k, v in sorted(fevals.items())},
         claims=json.loads(parent.data.tags.get("mgm.claims", "[]")),
+        option_names=option_names,
     )
 
 
@@ -243,6 +249,52 @@ def _trial_table(runs, axes: list[str], address: str, experiment_id: str) -> pd.
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in column.dropna()):
             table[axis] = column.map(lambda v: v if v is None else str(v))
     return table.sort_values(["trial_id", "run_id"]).reset_index(drop=True)
+
+
+def _option_names(client, run_id: str) -> dict[str, dict[str, str]]:
+    """{axis: {option-i: a readable name}} for the axes whose values a searcher labels by position (whole sections
+    with the same `name`, studies/space_spec.Axis.labels): the fields in which the axis's values differ, a string as
+    itself and anything else as key=value (e.g. `s_plus_tau clamp tau=0.2`). Read from the sweep's space.yaml;
+    {} when it is missing or unreadable (the labels stay)."""
+    import tempfile
+
+    import yaml
+
+    from mgm_studies.studies.space_spec import Axis
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            space = yaml.safe_load(Path(client.download_artifacts(run_id, "space.yaml", tmp)).read_text())["space"]
+        axes = {key: Axis.model_validate(spec) for key, spec in space.items()}
+    except Exception:  # an old sweep, a file edited by hand: the positional labels are still correct
+        return {}
+    names = {}
+    for key, axis in axes.items():
+        if not axis.discrete:
+            continue
+        labels = axis.labels()
+        if not any(isinstance(label, str) and label.startswith("option-") for label in labels):
+            continue
+        flat = [_flat(value) for value in axis.values]
+        differing = [k for k in dict.fromkeys(k for f in flat for k in f) if len({repr(f.get(k)) for f in flat}) > 1]
+        described = [
+            " ".join(
+                str(f[k]) if isinstance(f.get(k), str) else f"{k.rsplit('.', 1)[-1]}={f.get(k)}" for k in differing
+            )
+            for f in flat
+        ]
+        if len(set(described)) == len(described):
+            names[key] = {label: text for label, text in zip(labels, described, strict=True) if label != text}
+    return names
+
+
+def _flat(value, prefix: str = "") -> dict:
+    if not isinstance(value, dict):
+        return {prefix or "value": value}
+    out = {}
+    for k, v in value.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def _first_line(error: str, limit: int = 200) -> str:

@@ -107,9 +107,11 @@ def test_identical_arms_are_within_noise_and_the_untrained_arm_is_worse_by_the_h
     adam, adamw, slow = kl[("adam", 3e-3)], kl[("adamw", 3e-3)], kl[("adam", 1e-7)]
     assert adam == adamw  # the design: the same update, bit for bit
     rows = _rows(text, "train.optimizer vs kl/nfe-2 (finished trials; statistics as in the Summary)")
-    # Two sections named alike (adam twice) are labelled by position: option-0, option-1, option-2 (ARMS' order).
+    # Two sections named alike (adam twice): the searcher labels them by position (option-0, -1, -2); the report
+    # names each by the fields in which they differ.
     verdicts = {row[0]: row[2] for row in rows}
-    assert list(verdicts) == ["option-0", "option-1", "option-2"]
+    assert list(verdicts) == ["adam lr=0.003", "adamw lr=0.003 weight_decay=0.0", "adam lr=1e-07"]
+    verdicts = dict(zip(["option-0", "option-1", "option-2"], verdicts.values(), strict=True))
     assert verdicts["option-0"] == "best"  # tied with option-1: the first keeps it
 
     # The identical arm: difference 0 on every seed, p = 1 (adjusted), within noise.
@@ -143,6 +145,12 @@ def test_the_summary_says_the_winner_is_not_distinguishable_from_its_identical_r
 def test_the_claims_section_reads_each_claim(report):
     text, _ = report
     claims = text.split("## Claims", 1)[1].split("\n## ", 1)[0]
-    assert "### lr 3e-3 beats lr 1e-7\n\nHOLDS: option-0 did significantly better than each of option-2." in claims
-    assert "### Adam beats AdamW without decay\n\nNOT SHOWN: against option-1 the difference is within noise." in claims
+    assert (
+        "### lr 3e-3 beats lr 1e-7\n\nHOLDS: adam lr=0.003 did significantly better than each of adam lr=1e-07."
+        in claims
+    )
+    assert (
+        "### Adam beats AdamW without decay\n\nNOT SHOWN: against adamw lr=0.003 weight_decay=0.0 the difference is "
+        "within noise." in claims
+    )
     assert "### AdamW without decay is no worse than Adam\n\nHOLDS: no value did significantly better." in claims
