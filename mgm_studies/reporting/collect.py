@@ -268,33 +268,7 @@ def _option_names(client, run_id: str) -> dict[str, dict[str, str]]:
         axes = {key: Axis.model_validate(spec) for key, spec in space.items()}
     except Exception:  # an old sweep, a file edited by hand: the positional labels are still correct
         return {}
-    names = {}
-    for key, axis in axes.items():
-        if not axis.discrete:
-            continue
-        labels = axis.labels()
-        if not any(isinstance(label, str) and label.startswith("option-") for label in labels):
-            continue
-        flat = [_flat(value) for value in axis.values]
-        differing = [k for k in dict.fromkeys(k for f in flat for k in f) if len({repr(f.get(k)) for f in flat}) > 1]
-        described = [
-            " ".join(
-                str(f[k]) if isinstance(f.get(k), str) else f"{k.rsplit('.', 1)[-1]}={f.get(k)}" for k in differing
-            )
-            for f in flat
-        ]
-        if len(set(described)) == len(described):
-            names[key] = {label: text for label, text in zip(labels, described, strict=True) if label != text}
-    return names
-
-
-def _flat(value, prefix: str = "") -> dict:
-    if not isinstance(value, dict):
-        return {prefix or "value": value}
-    out = {}
-    for k, v in value.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
+    return {key: names for key, axis in axes.items() if (names := axis.display_names())}
 
 
 def _first_line(error: str, limit: int = 200) -> str:

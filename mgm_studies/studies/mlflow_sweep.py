@@ -129,7 +129,9 @@ class MlflowSweepCallback(tune.Callback):
             tracking.TAG_STATUS: "running",
             "mgm.trial_params": json.dumps({k: v for k, v in trial.config.items()}, default=str),
         }
-        run = self.client.create_run(self.experiment_id, run_name=run_name(trial.config), tags=tags)
+        names = {key: axis.display_names() for key, axis in self.study.space.items()}
+        labels = {k: names.get(k, {}).get(v, v) if isinstance(v, str) else v for k, v in trial.config.items()}
+        run = self.client.create_run(self.experiment_id, run_name=run_name(labels), tags=tags)
         run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten(config).items()]
         for i in range(0, len(params), 100):

@@ -108,6 +108,27 @@ class Axis(StrictModel):
             for i, value in enumerate(values)
         ]
 
+    def display_names(self) -> dict[str, str]:
+        """{option-i: a readable name} for the labels that only say a position (see `labels`): the fields in which
+        this axis's values differ, a string as itself and anything else as key=value (e.g. `s_plus_tau clamp
+        tau=0.2`); {} when there are none, or when the names would not tell the values apart."""
+        if not self.discrete:
+            return {}
+        labels = self.labels()
+        if not any(isinstance(label, str) and label.startswith("option-") for label in labels):
+            return {}
+        flat = [_flat(value) for value in self.values]
+        differing = [k for k in dict.fromkeys(k for f in flat for k in f) if len({repr(f.get(k)) for f in flat}) > 1]
+        names = [
+            " ".join(
+                str(f[k]) if isinstance(f[k], str) else f"{k.rsplit('.', 1)[-1]}={f[k]}" for k in differing if k in f
+            )
+            for f in flat
+        ]
+        if len(set(names)) != len(names):
+            return {}
+        return {label: name for label, name in zip(labels, names, strict=True) if label != name}
+
     def value_for(self, label: Label) -> Any:
         """The value behind `label` (the inverse of `labels`), a fresh copy."""
         labels = self.labels()
@@ -127,6 +148,16 @@ class Axis(StrictModel):
         if self.kind == "loguniform":
             return math.sqrt(low * high)
         return (low + high) / 2 if self.kind == "uniform" else round((low + high) / 2)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A value as {dotted key: leaf}; a non-mapping as {"value": it}."""
+    if not isinstance(value, dict):
+        return {prefix.rstrip(".") or "value": value}
+    out: dict[str, Any] = {}
+    for key, inner in value.items():
+        out.update(_flat(inner, f"{prefix}{key}.") if isinstance(inner, dict) else {f"{prefix}{key}": inner})
+    return out
 
 
 class SchedulerSpec(StrictModel):

@@ -339,3 +339,20 @@ def test_claims_name_a_discrete_axis_its_values_and_a_reported_metric_and_leave_
         ({"metric": "kl/nfe-8"}, "claims[0].metric"),  # K not evaluated
     ):
         assert _refused(_spec(space, claims=[{**claim, **bad}]))[0] == field
+
+
+def test_positional_labels_get_readable_names_from_what_differs() -> None:
+    axis = Axis.model_validate(
+        {"grid": [{"name": "adam", "lr": 0.001}, {"name": "adamw", "lr": 0.001, "weight_decay": 0.0}, {"name": "adam"}]}
+    )
+    assert axis.labels() == ["option-0", "option-1", "option-2"]
+    assert axis.display_names() == {"option-0": "adam lr=0.001", "option-1": "adamw lr=0.001 weight_decay=0.0",
+                                    "option-2": "adam"}  # fmt: skip
+    assert Axis.model_validate({"grid": [{"name": "lsd"}, {"name": "esd"}]}).display_names() == {}  # names suffice
+
+
+def test_trial_run_names_carry_the_configuration() -> None:
+    from mgm_studies.studies.mlflow_sweep import run_name
+
+    labels = {"objective.intermediate_time": "t_minus_tau", "objective.tau": 0.1, "train.seed": 1}
+    assert run_name(labels) == "t_minus_tau tau=0.1 seed=1"
