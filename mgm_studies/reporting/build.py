@@ -325,7 +325,13 @@ def _claims(data: StudyData, leveled, order) -> list[Block]:
             Heading(check.statement, 3),
             Paragraph(
                 f"{check.outcome.upper()}: {check.reason}. Read on {check.metric} "
-                f"({'lower' if mode == 'min' else 'higher'} is better) along {check.axis}; {check.axis}={check.best}: "
+                f"({'lower' if mode == 'min' else 'higher'} is better) along {check.axis}"
+                + (
+                    ", at " + ", ".join(f"{k}={v}" for k, v in claim["where"].items())
+                    if claim.get("where")
+                    else ", the other axes marginalised"
+                )
+                + f"; {check.axis}={check.best}: "
                 + (interval_text(best) if best.n else "no trials")
                 + "."
             ),

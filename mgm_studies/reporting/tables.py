@@ -240,6 +240,8 @@ def check_claim(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[s
     best = fmt(claim["best"])
     against = [fmt(v) for v in claim.get("against") or []] or [lv for lv in order.get(axis, []) if lv != best]
     finished = _finished(leveled, metric)
+    for key, value in (claim.get("where") or {}).items():
+        finished = finished[finished[key] == fmt(value)] if key in finished else finished[:0]
     empty = stats.mean_interval([])
 
     def cannot(reason: str) -> ClaimCheck:
@@ -247,7 +249,7 @@ def check_claim(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[s
 
     if axis not in axes or best not in order.get(axis, []):
         return cannot(f"{axis}={best} is not among the swept values")
-    others = [a for a in axes if a != axis]
+    others = [a for a in axes if a != axis and a not in (claim.get("where") or {})]
     reference = finished[finished[axis] == best]
     if reference.empty:
         return cannot(f"no finished trial at {axis}={best} reported {metric}")

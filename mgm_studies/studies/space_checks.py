@@ -155,6 +155,12 @@ def _check_claims(spec: StudySpec, evals: list[EvalConfig], objectives: set[str]
             for value in values:
                 if not any(value == label for label in labels):
                     problems.append((f"{where}.{field}", f"{value!r} is not a value of {claim.axis}: {labels}"))
+        for key, value in claim.where.items():
+            held = spec.space.get(key)
+            if key == claim.axis or held is None or not held.discrete:
+                problems.append((f"{where}.where", f"{key!r} is not another grid or choice axis of this space"))
+            elif not any(value == label for label in held.labels()):
+                problems.append((f"{where}.where", f"{value!r} is not a value of {key}: {held.labels()}"))
         if claim.against is not None and any(value == claim.best for value in claim.against):
             problems.append((f"{where}.against", f"names the claimed best value {claim.best!r} itself"))
         if (problem := _metric_problem(claim.metric, evals, objectives)) is not None:

@@ -189,8 +189,9 @@ class SearchSpec(StrictModel):
 class ClaimSpec(StrictModel):
     """A statement the study tests, read by the report's Claims section: along `axis`, the value `best` does better
     on `metric` than each value in `against` (default: every other value of the axis), the other axes marginalised
-    (`relation: better`), or at least no worse (`not_worse`). Values are given as in the space (a named section by
-    its name). The claim changes nothing the trials train: it is not part of the space hash."""
+    or held at the values in `where` (`relation: better`), or at least no worse (`not_worse`). Values are given as
+    in the space (a named section by its name). The claim changes nothing the trials train: it is not part of the
+    space hash, and `sweep --resume` records the space's current claims."""
 
     statement: str = Field(min_length=1)
     axis: str
@@ -198,6 +199,7 @@ class ClaimSpec(StrictModel):
     metric: str
     against: list[Any] | None = None
     relation: Literal["better", "not_worse"] = "better"
+    where: dict[str, Any] = Field(default_factory=dict)  # other axes held at these values (default: marginalised)
 
 
 class StudySpec(StrictModel):

@@ -178,6 +178,8 @@ def _parent_run(
         [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_KIND}` = 'sweep'", max_results=1
     )
     attempt = {TAG_OVERRIDES: json.dumps(overrides), TAG_RESOURCES: resources}
+    # Claims change nothing the trials train (not in the space hash): a resume records the space's current ones.
+    attempt[TAG_CLAIMS] = json.dumps([c.model_dump(mode="json") for c in study.claims])
     if found:  # a resume: running again (an earlier attempt may have closed it as interrupted or error)
         run_id = found[0].info.run_id
         before = found[0].data.tags.get(TAG_RESOURCES)
@@ -200,7 +202,6 @@ def _parent_run(
         "mgm.space_hash": study.space_hash(),
         "mgm.storage": storage_path,
         "mgm.code_version": tracking.code_version(),
-        **({TAG_CLAIMS: json.dumps([c.model_dump(mode="json") for c in study.claims])} if study.claims else {}),
         tracking.TAG_STATUS: "running",
         **attempt,
     }

@@ -210,7 +210,9 @@ def test_the_report_embeds_its_figures_and_writes_nothing_else(report):
 # Where the test run leaves the report's screenshot for a person to look at (ignored by git).
 ARTIFACTS = Path(os.environ.get("MGM_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 _ROWS_JS = (
-    "Array.from(document.querySelectorAll('table.ablation'), t => [t.caption.textContent, t.tBodies[0].rows.length])"
+    "[Array.from(document.querySelectorAll('table.ablation'), t => [t.caption.textContent, t.tBodies[0].rows.length]),"
+    " Array.from(document.querySelectorAll('h2, h3'), h => h.textContent),"
+    " Array.from(document.querySelectorAll('table.ablation td'), td => td.textContent)]"
 )
 
 
@@ -221,11 +223,15 @@ def test_the_html_report_opens_in_headless_chromium_with_every_image_and_one_row
     page = open_page(report / "index.html", screenshot=screenshot, script=_ROWS_JS)
     assert page.console_errors == [] and page.remote_requests == []
     assert len(page.images) >= 8 and all(loaded for _, loaded in page.images), page.images
-    rows = dict(page.value)
-    assert rows == {
+    tables, headings, cells = page.value
+    assert dict(tables) == {
         "train.optimizer.lr vs kl/nfe-2 (finished trials; statistics as in the Summary)": len(LRS),
         "model.hidden vs kl/nfe-2 (finished trials; statistics as in the Summary)": len(HIDDEN),
     }
+    # The statistics and convergence sections render: verdicts in the ablation cells, the convergence figure.
+    assert "Convergence: kl/nfe-2 during training" in headings and "Parameter importance" in headings
+    assert "best" in cells and any(c.endswith(("within noise", "worse", "better")) for c in cells)
+    assert any(src.endswith("figures/convergence.png") and loaded for src, loaded in page.images)
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot of the report: {screenshot}")
 

@@ -337,6 +337,8 @@ def test_claims_name_a_discrete_axis_its_values_and_a_reported_metric_and_leave_
         ({"best": "cosine"}, "claims[0].best"),
         ({"against": ["linear"]}, "claims[0].against"),  # the claimed value itself
         ({"metric": "kl/nfe-8"}, "claims[0].metric"),  # K not evaluated
+        ({"where": {"interpolant.schedule": "trig"}}, "claims[0].where"),  # the claim's own axis
+        ({"where": {"train.optimizer.lr": 0.001}}, "claims[0].where"),  # a range: no values to hold
     ):
         assert _refused(_spec(space, claims=[{**claim, **bad}]))[0] == field
 
