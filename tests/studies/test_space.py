@@ -358,3 +358,9 @@ def test_trial_run_names_carry_the_configuration() -> None:
 
     labels = {"objective.intermediate_time": "t_minus_tau", "objective.tau": 0.1, "train.seed": 1}
     assert run_name(labels) == "t_minus_tau tau=0.1 seed=1"
+
+
+def test_a_sweep_may_optimise_a_convergence_area() -> None:
+    spec = parse_study_spec(_spec({"interpolant.schedule": {"choice": ["linear", "trig"]}}, metric="area_kl/nfe-4"))
+    assert spec.metric == ["area_kl/nfe-4"]
+    assert _refused(_spec({"interpolant.schedule": {"choice": ["linear"]}}, metric="area_fid/nfe-4"))[0] == "metric"
