@@ -119,6 +119,7 @@ class Axis(StrictModel):
             return {}
         flat = [_flat(value) for value in self.values]
         differing = [k for k in dict.fromkeys(k for f in flat for k in f) if len({repr(f.get(k)) for f in flat}) > 1]
+        differing.sort(key=lambda k: k.rsplit(".", 1)[-1] != "name")  # a section's name first, then in file order
         names = [
             " ".join(
                 str(f[k]) if isinstance(f[k], str) else f"{k.rsplit('.', 1)[-1]}={f[k]}" for k in differing if k in f
