@@ -129,7 +129,14 @@ def test_reports_every_step_and_evaluates_on_the_interval(make_config):
     assert sorted(reporter.scalars) == list(range(1, 61))
     assert {"loss", "lr", "grad_norm"} <= set(reporter.scalars[1])
     assert [e.step for e in reporter.evaluations] == [20, 40, 60]
-    assert set(result.metrics) == {"kl/nfe-1", "kl/nfe-2", "fevals/nfe-1", "fevals/nfe-2"}
+    assert set(result.metrics) == {
+        "kl/nfe-1",
+        "kl/nfe-2",
+        "fevals/nfe-1",
+        "fevals/nfe-2",
+        "area_kl/nfe-1",
+        "area_kl/nfe-2",
+    }
     assert reporter.evaluations[-1].samples[2].shape == (500, 2)
 
 
