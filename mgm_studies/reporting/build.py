@@ -426,7 +426,7 @@ def _figures(data: StudyData, leveled, order, writer: FigureWriter, client) -> l
                 + (" (one panel per objective: their losses share no scale)" if separate else ""),
             ),
         ]
-    finished = int(((leveled["status"] == T.FINISHED) & leveled[primary].notna()).sum()) if primary in leveled else 0
+    finished = len(T.finished_trials(leveled, primary))
     if len(data.axes) < 2:
         blocks += [
             Heading("Parameter importance and parallel coordinates", 3),
@@ -519,7 +519,7 @@ def _convergence(data: StudyData, leveled, order, metric: str, mode: str, writer
 
 def _best_per_level(leveled, order, axis: str | None, metric: str, mode: str) -> list[tuple[str, str]]:
     """[(label, run id)]: the best finished trial at each level of `axis` (or the best trials overall)."""
-    done = leveled[(leveled["status"] == T.FINISHED) & leveled[metric].notna()] if metric in leveled else leveled[:0]
+    done = T.finished_trials(leveled, metric)
     pick: Callable = pd.Series.idxmin if mode == "min" else pd.Series.idxmax
     if axis is None:
         ranked = done.sort_values(metric, ascending=mode == "min").head(3)

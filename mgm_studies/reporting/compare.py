@@ -126,7 +126,7 @@ def _shared_axes(datas: list[StudyData], leveled, axes: list[str], metrics: list
         for level in levels:
             cells = []
             for d, (table, _) in zip(datas, leveled, strict=True):
-                done = table[(table["status"] == T.FINISHED) & table[metric].notna()] if metric in table else table[:0]
+                done = T.finished_trials(table, metric)
                 interval = S.mean_interval(done[done[axis] == level][metric].tolist())
                 cells.append(interval_text(interval))
                 points.append((d.study, level, interval))

@@ -16,18 +16,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mgm_studies.reporting.tables import FINISHED
+from mgm_studies.reporting.tables import FINISHED, finished_trials
 
 _COLORS = plt.get_cmap("tab10")
 
 
-def _finished(leveled: pd.DataFrame, metric: str) -> pd.DataFrame:
-    return leveled[(leveled["status"] == FINISHED) & leveled[metric].notna()] if metric in leveled else leveled[:0]
-
-
 def metric_vs_axis(leveled: pd.DataFrame, levels: list[str], axis: str, metric: str) -> Figure:
     """Every finished trial's `metric` at its level of `axis` (dots), with the mean ± std over them (bars)."""
-    done = _finished(leveled, metric)
+    done = finished_trials(leveled, metric)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(levels) + 2), 3.6), dpi=100)
     rng = np.random.default_rng(0)
     for i, level in enumerate(levels):
@@ -155,7 +151,7 @@ def parallel_coordinates(
     leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[str], metric: str, mode: str
 ) -> Figure:
     """One polyline per finished trial through its level on each axis and its metric; darker is better."""
-    done = _finished(leveled, metric)
+    done = finished_trials(leveled, metric)
     columns = [*axes, metric]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(columns)), 3.8), dpi=100)
     values = done[metric].to_numpy(dtype=float)
@@ -190,7 +186,7 @@ def parameter_importance(
     from optuna.distributions import CategoricalDistribution
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
-    done = _finished(leveled, metric)
+    done = finished_trials(leveled, metric)
     if not axes or done[axes].drop_duplicates().shape[0] < 2:
         return None
     distributions = {axis: CategoricalDistribution(order[axis]) for axis in axes}

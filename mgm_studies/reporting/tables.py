@@ -76,7 +76,7 @@ class Best:
 def best_configuration(leveled: pd.DataFrame, axes: list[str], metric: str, mode: str) -> Best | None:
     """The combination of levels with the best mean of `metric` over its finished trials, compared with the
     runner-up; None when no finished trial has the metric."""
-    done = _finished(leveled, metric)
+    done = finished_trials(leveled, metric)
     if done.empty:
         return None
     if axes:
@@ -108,7 +108,8 @@ def best_configuration(leveled: pd.DataFrame, axes: list[str], metric: str, mode
     )
 
 
-def _finished(leveled: pd.DataFrame, metric: str) -> pd.DataFrame:
+def finished_trials(leveled: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The finished trials that reported `metric` (the only ones a mean, a test or a figure uses)."""
     if metric not in leveled:
         return leveled[:0]
     return leveled[(leveled["status"] == FINISHED) & leveled[metric].notna()]
@@ -152,7 +153,7 @@ class Ablation:
 def ablation(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[str], axis: str, metric: str, mode: str):
     """The ablation table of `axis` for `metric` (see the module docstring)."""
     best = best_configuration(leveled, axes, metric, mode)
-    finished = _finished(leveled, metric)
+    finished = finished_trials(leveled, metric)
     at_best = finished
     if best is not None:
         at_best = _members(finished, {k: v for k, v in best.config.items() if k != axis})
@@ -181,6 +182,14 @@ def ablation(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[str]
     return Ablation(axis=axis, metric=metric, best=best, rows=table, best_level=best_level)
 
 
+def _against(finished, axis: str, others: list[str], metric: str, reference: str, levels: list[str], mode: str):
+    """Each level of `axis` in `levels` minus `reference`, paired by seed and the levels of `others` where the sweep
+    pairs them; Holm-adjusted over these comparisons, with verdicts (stats.judge)."""
+    blocks = _by_seed(finished[finished[axis] == reference], metric, others)
+    raw = [stats.compare(_by_seed(finished[finished[axis] == level], metric, others), blocks) for level in levels]
+    return stats.judge(raw, mode)
+
+
 def _compare_with_best(table: pd.DataFrame, finished, axis: str, others: list[str], metric: str, mode: str):
     """Add each level's comparison with the best level (by marginal mean) to `table`; returns the best level."""
     for column in ("diff", "diff_low", "diff_high", "p", "p_adjusted"):
@@ -191,13 +200,9 @@ def _compare_with_best(table: pd.DataFrame, finished, axis: str, others: list[st
         return None
     best_index = scored["mean"].idxmin() if mode == "min" else scored["mean"].idxmax()
     best_level = str(table.loc[best_index, "level"])
-    reference = _by_seed(finished[finished[axis] == best_level], metric, others)
     indices = [i for i in scored.index if i != best_index]
-    raw = [
-        stats.compare(_by_seed(finished[finished[axis] == table.loc[i, "level"]], metric, others), reference)
-        for i in indices
-    ]
-    for i, c in zip(indices, stats.judge(raw, mode), strict=True):
+    levels = [table.loc[i, "level"] for i in indices]
+    for i, c in zip(indices, _against(finished, axis, others, metric, best_level, levels, mode), strict=True):
         table.loc[i, ["diff", "diff_low", "diff_high", "p", "p_adjusted"]] = [c.diff, c.low, c.high, c.p, c.p_adjusted]
         table.loc[i, ["paired", "pairs", "verdict"]] = [c.paired, c.n, c.verdict]
     table.loc[best_index, "verdict"] = stats.BEST
@@ -239,7 +244,7 @@ def check_claim(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[s
     axis, metric, relation = claim["axis"], claim["metric"], claim.get("relation", "better")
     best = fmt(claim["best"])
     against = [fmt(v) for v in claim.get("against") or []] or [lv for lv in order.get(axis, []) if lv != best]
-    finished = _finished(leveled, metric)
+    finished = finished_trials(leveled, metric)
     for key, value in (claim.get("where") or {}).items():
         finished = finished[finished[key] == fmt(value)] if key in finished else finished[:0]
     empty = stats.mean_interval([])
@@ -253,17 +258,15 @@ def check_claim(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[s
     reference = finished[finished[axis] == best]
     if reference.empty:
         return cannot(f"no finished trial at {axis}={best} reported {metric}")
-    blocks = _by_seed(reference, metric, others)
-    raw, kept = [], []
-    for level in against:
-        arm = finished[finished[axis] == level]
-        if arm.empty:
-            continue
-        kept.append((level, stats.mean_interval(arm[metric].tolist())))
-        raw.append(stats.compare(_by_seed(arm, metric, others), blocks))
+    kept = [
+        (level, stats.mean_interval(arm[metric].tolist()))
+        for level in against
+        if not (arm := finished[finished[axis] == level]).empty
+    ]
     if not kept:
         return cannot(f"no finished trial at the values it is compared with ({', '.join(against)})")
-    judged = stats.judge(raw, mode)  # other minus best: "worse" means the claimed best beats it
+    # Other minus best: "worse" means the claimed best beats it.
+    judged = _against(finished, axis, others, metric, best, [level for level, _ in kept], mode)
     rows = [(level, interval, c) for (level, interval), c in zip(kept, judged, strict=True)]
     lost = [level for level, _, c in rows if c.verdict == stats.BETTER]
     untested = [level for level, _, c in rows if c.verdict == stats.TOO_FEW]
