@@ -21,9 +21,10 @@ PROBE = """
 import json, resource, sys, time
 import torch
 from mgm_studies import evaluation
-from mgm_studies.builders import build_model, build_run
+from mgm_studies.builders import build_model
 from mgm_studies.config import parse_run_config
 from mgm_studies.data import data_shape
+from mgm_studies.runs import build_run
 
 n = int(sys.argv[1])
 config = parse_run_config({
@@ -32,7 +33,8 @@ config = parse_run_config({
     "train": {"steps": 1},
     "eval": {"metrics": ["kl", "sw2", "mmd"], "steps": [1], "num_samples": n, "reference_samples": 100000},
 })
-dataset, _, objective = build_run(config)
+parts = build_run(config)
+dataset, objective = parts.dataset, parts.objective
 model = build_model(config.model, data_shape(dataset), objective.model_kind).eval()
 start = time.perf_counter()
 result = evaluation.evaluate(model, objective, dataset, config.eval, step=0, device=torch.device("cpu"))

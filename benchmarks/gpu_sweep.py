@@ -143,8 +143,8 @@ def _bare_trial(params: dict, study) -> None:
     from _sweep_probe import stamp, timings
     from ray import tune
 
+    from mgm_studies.runs import trainer_for
     from mgm_studies.training.reporter import NullReporter
-    from mgm_studies.training.trainer import Trainer
 
     stamp("trial_start")
     seconds = []
@@ -157,7 +157,7 @@ def _bare_trial(params: dict, study) -> None:
 
     config = study.trial_config({key: params[key] for key in study.space}, study.seeds[0])
     stamp("trainer_start")
-    Trainer(config, reporter=Reports()).run()
+    trainer_for(config, reporter=Reports()).run()
     stamp("trainer_end")
     with (timings() / f"reports-{os.getpid()}.txt").open("a") as f:
         f.writelines(f"{s}\n" for s in seconds)
@@ -259,8 +259,9 @@ def _measure(name: str, run, *, sweep: bool, storage: Path, timings: Path, concu
 def cpu_mode(args: argparse.Namespace) -> None:
     import ray
 
+    from mgm_studies.studies.ray_start import ray_environment
     from mgm_studies.studies.space import parse_study_spec
-    from mgm_studies.studies.sweep import ray_environment, run_sweep
+    from mgm_studies.studies.sweep import run_sweep
 
     work = Path(tempfile.mkdtemp(prefix="mgm-gpu-sweep-cpu-"))
     timings = work / "timings"

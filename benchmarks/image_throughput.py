@@ -37,8 +37,8 @@ from _results import write_results
 
 from mgm_studies.config import RunConfig, parse_run_config
 from mgm_studies.exported import save_exported
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.reporter import NullReporter
-from mgm_studies.training.trainer import Trainer
 
 
 class StepClock(NullReporter):
@@ -81,7 +81,7 @@ def make_config(
 
 def export_teacher(args: argparse.Namespace, path: Path) -> Path:
     """An `si` teacher of the same U-Net, trained 1 step on the CPU and exported."""
-    trainer = Trainer(make_config(args, {"name": "si"}, "float32", warmup=1))
+    trainer = trainer_for(make_config(args, {"name": "si"}, "float32", warmup=1))
     trainer.train_step()
     return save_exported(trainer.export(), path)
 
@@ -89,7 +89,7 @@ def export_teacher(args: argparse.Namespace, path: Path) -> Path:
 def measure(config: RunConfig, warmup: int, device: str) -> dict[str, Any]:
     """Train `config` (warm-up + timed steps) and time the steps after the warm-up."""
     clock = StepClock(torch.device(device))
-    trainer = Trainer(config, reporter=clock, device=device)
+    trainer = trainer_for(config, reporter=clock, device=device)
     phases = len(trainer.objective.phases(warmup))
     started = time.perf_counter()
     trainer.run()

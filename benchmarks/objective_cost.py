@@ -18,10 +18,10 @@ import time
 import torch
 from _results import write_results
 
-from mgm_studies.builders import build_dataset
+from mgm_studies.builders import build_dataset, build_parts
 from mgm_studies.config import parse_run_config
 from mgm_studies.models import VelocityMLP
-from mgm_studies.objectives import OBJECTIVES, build_objective
+from mgm_studies.objectives import OBJECTIVES
 from mgm_studies.training.trainer import Trainer
 
 HIDDEN, DEPTH, BATCH = 256, 4, 512
@@ -34,7 +34,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 
 def make_trainer(name: str, device: str = "cpu", batch: int = BATCH, options: dict | None = None) -> Trainer:
     objective = {"name": name, **(options or {})}
-    if "teacher" in OBJECTIVES[name][0].model_fields and not OBJECTIVES[name][1].teacher_gives_weights:
+    if "teacher" in OBJECTIVES[name].config.model_fields and not OBJECTIVES[name].objective.teacher_gives_weights:
         objective["teacher"] = {"path": "benchmark-teacher.pt"}  # replaced by an in-memory teacher below
     config = parse_run_config(
         {
@@ -46,11 +46,9 @@ def make_trainer(name: str, device: str = "cpu", batch: int = BATCH, options: di
         }
     )
     dataset = build_dataset(config)
-    interpolant = config.interpolant.build()
     torch.manual_seed(0)
     teacher = VelocityMLP(dataset.dim, hidden=HIDDEN, depth=DEPTH).requires_grad_(False).eval().to(device)
-    parts = (dataset, interpolant, build_objective(config.objective, interpolant, teacher))
-    return Trainer(config, parts=parts, device=device)
+    return Trainer(config, build_parts(config, dataset, teacher), device=device)
 
 
 def seconds_per_step(trainer: Trainer, steps: int) -> float:

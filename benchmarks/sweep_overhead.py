@@ -37,10 +37,11 @@ from _sweep_probe import stamp, timings
 from ray import tune
 
 from mgm_studies.config import parse_run_config
+from mgm_studies.runs import trainer_for
+from mgm_studies.studies.ray_start import ray_environment
 from mgm_studies.studies.space import parse_study_spec
-from mgm_studies.studies.sweep import ray_environment, run_sweep
+from mgm_studies.studies.sweep import run_sweep
 from mgm_studies.training.reporter import NullReporter
-from mgm_studies.training.trainer import Trainer
 
 # Shared by this process and Ray's workers (same machine): the probe (`_sweep_probe.py`) writes here.
 os.environ.setdefault("MGM_SWEEP_OVERHEAD_TIMINGS", tempfile.mkdtemp(prefix="mgm-sweep-timings-"))
@@ -60,7 +61,9 @@ def bare(config: dict, seeds: list[int]) -> list[float]:
     times = []
     for seed in seeds:
         start = time.perf_counter()
-        Trainer(parse_run_config({**config, "train": {**config["train"], "seed": seed}}), reporter=NullReporter()).run()
+        trainer_for(
+            parse_run_config({**config, "train": {**config["train"], "seed": seed}}), reporter=NullReporter()
+        ).run()
         times.append(time.perf_counter() - start)
     return times
 
@@ -73,7 +76,7 @@ class _Reports(NullReporter):
 def _tune_bare_trial(params: dict, config: dict) -> None:
     stamp("trial_start")
     train = {**config["train"], "seed": params["seed"]}
-    Trainer(parse_run_config({**config, "train": train}), reporter=_Reports()).run()
+    trainer_for(parse_run_config({**config, "train": train}), reporter=_Reports()).run()
     stamp("trial_end")
 
 

@@ -19,7 +19,7 @@ from _results import write_results
 
 from mgm_studies.builders import build_model
 from mgm_studies.config import parse_run_config
-from mgm_studies.training.trainer import Trainer
+from mgm_studies.runs import trainer_for
 
 CASES = {
     # A small network and batch, where per-step overhead shows most.
@@ -48,7 +48,7 @@ def make_config(case: dict, steps: int):
 
 
 def trainer_steps_per_s(config) -> float:
-    trainer = Trainer(config)
+    trainer = trainer_for(config)
     start = time.perf_counter()
     trainer.run()
     return config.train.num_steps / (time.perf_counter() - start)
@@ -56,7 +56,7 @@ def trainer_steps_per_s(config) -> float:
 
 def bare_steps_per_s(config) -> float:
     """The loop a researcher would write by hand, with the same parts."""
-    helper = Trainer(config)  # only to borrow the same dataset, objective and initial weights
+    helper = trainer_for(config)  # only to borrow the same dataset, objective and initial weights
     dataset, objective = helper.dataset, helper.objective
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, dataset.dim, objective.model_kind)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from mgm_studies.configbase import ConfigError
+from mgm_studies.names import TAG_STATUS
 from mgm_studies.tracking_store import check_reachable, shown, sqlite_path
 from mgm_studies.tracking_store import tracking_uri as default_tracking_uri
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from mgm_studies.config import RunConfig
+    from mgm_studies.exported import ExportedModel
     from mgm_studies.objectives import Objective
 
 # collect_study's errors name the CLI's fields; the API names its own arguments.
@@ -106,26 +108,9 @@ def load_model(
     did not track, or a device that is not there.
     """
     from mgm_studies.data import data_shape
-    from mgm_studies.exported import UnreadableCheckpoint, load_exported
-    from mgm_studies.tracking import MODEL_ARTIFACT
 
-    target, decay = _device(device), _ema(ema)
-    uri = tracking_uri or default_tracking_uri()
-    client, run = _get_run(run_id, uri)
-    found = [item.path for item in client.list_artifacts(run_id, MODEL_ARTIFACT.rsplit("/", 1)[0])]
-    if MODEL_ARTIFACT not in found:
-        status = run.data.tags.get("mgm.status", run.info.status.lower())
-        raise ConfigError.single(
-            "run_id", f"run {run_id} has no {MODEL_ARTIFACT} (status {status}): only a finished training run has one"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, tmp))
-        try:
-            exported = load_exported(path, ema=decay, device=str(target))
-        except UnreadableCheckpoint as exc:
-            raise ConfigError.single("run_id", f"run {run_id}'s {MODEL_ARTIFACT}: {exc}") from None
-        except ValueError as exc:
-            raise ConfigError.single("ema", f"expected None, 'raw' or a tracked EMA decay: {exc}") from None
+    target = _device(device)
+    _, exported = load_run(run_id, ema=_ema(ema), device=str(target), tracking_uri=tracking_uri)
     return Model(
         run_id=run_id,
         config=exported.config,
@@ -136,6 +121,32 @@ def load_model(
         ema=exported.ema,
         device=target,
     )
+
+
+def load_run(
+    run_id: str, *, ema: float | str | None = "config", device: str = "cpu", tracking_uri: str | None = None
+) -> tuple[MlflowClient, ExportedModel]:
+    """A client of the store and the model run `run_id` exported, loaded on `device`: what `load_model` and the
+    CLI's `evaluate` and `sample` load. `ema`: "config" (the run's eval.ema), None (raw) or a tracked decay.
+    ConfigErrors name `run_id` (no such run, no export, an unreadable one) or `ema`."""
+    from mgm_studies.exported import UnreadableCheckpoint, load_exported
+    from mgm_studies.tracking import MODEL_ARTIFACT
+
+    client, run = get_run(run_id, tracking_uri or default_tracking_uri())
+    found = [item.path for item in client.list_artifacts(run_id, MODEL_ARTIFACT.rsplit("/", 1)[0])]
+    if MODEL_ARTIFACT not in found:
+        status = run.data.tags.get(TAG_STATUS, run.info.status.lower())
+        raise ConfigError.single(
+            "run_id", f"run {run_id} has no {MODEL_ARTIFACT} (status {status}): only a finished training run has one"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, tmp))
+        try:
+            return client, load_exported(path, ema=ema, device=device)
+        except UnreadableCheckpoint as exc:
+            raise ConfigError.single("run_id", f"run {run_id}'s {MODEL_ARTIFACT}: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError.single("ema", f"expected None, 'raw' or a tracked EMA decay: {exc}") from None
 
 
 def _device(device: str) -> torch.device:
@@ -159,7 +170,7 @@ def _ema(ema: float | str | None) -> float | str | None:
     raise ConfigError.single("ema", f"expected None (the run's eval.ema), 'raw' or an EMA decay, got {ema!r}")
 
 
-def _get_run(run_id: str, uri: str) -> tuple[MlflowClient, Run]:
+def get_run(run_id: str, uri: str) -> tuple[MlflowClient, Run]:
     """A client of the store at `uri` and the run `run_id` in it. A SQLite store that does not exist is not created
     to find that out, and MLflow's global tracking URI is left alone."""
     from mlflow.exceptions import MlflowException

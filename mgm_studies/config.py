@@ -1,6 +1,8 @@
-"""The run config: typed, frozen, validated by pydantic, loaded from YAML with `--set` overrides.
+"""The run config: its sections, typed, frozen and validated by pydantic, and the rules across sections.
 
-Every section refuses unknown keys. Cross-field rules that pydantic cannot express per field (a gamma whose
+Every section refuses unknown keys. The data and model sections live beside the data sets and networks they configure
+(`mgm_studies.data`, `mgm_studies.models`) and the objective sections beside the objectives; reading files, `--set`
+overrides and file names is `loading`'s job. Cross-field rules that pydantic cannot express per field (a gamma whose
 derivative is infinite at the ends needs `t_eps > 0`, the evaluated EMA must be one that is tracked) are checked in
 `check_run_config`, and every problem comes out as a `ConfigError` naming the dotted field.
 """
@@ -11,171 +13,18 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from mgm_studies.configbase import ConfigError, Seed, StrictModel, quote
-from mgm_studies.interpolants import Interpolant
+from mgm_studies.configbase import ConfigError, PositiveInt, Seed, StrictModel
+from mgm_studies.data import IMAGE_DATA, DataConfig
+from mgm_studies.interpolants import InterpolantConfig
+from mgm_studies.loading import read_run_file, validation_problems
+from mgm_studies.models import MLPConfig, ModelConfig, UNetConfig
 from mgm_studies.objectives import OBJECTIVES, ObjectiveConfig
 from mgm_studies.objectives.si import SIConfig
 from mgm_studies.training.cuda_graph import refusals as cuda_graph_refusals
-from mgm_studies.yaml_input import read_config
-
-PositiveInt = Annotated[int, Field(ge=1)]
-
-
-def _even(value: int) -> int:
-    if value % 2:
-        raise ValueError(f"must be even (sine and cosine halves), got {value}")
-    return value
-
-
-EmbeddingDim = Annotated[int, Field(ge=1), AfterValidator(_even)]  # time embeddings: sine and cosine halves
-
-
-# ---------------------------------------------------------------- data
-class ToyDataConfig(StrictModel):
-    name: Literal["checkerboard", "checkerboard_paper", "moons", "eight_gaussians", "spirals", "rings", "pinwheel"]
-
-
-class GaussianDataConfig(StrictModel):
-    """N(mean, cov); cov defaults to the identity. The closed-form test case."""
-
-    name: Literal["gaussian"]
-    mean: list[float] = Field(default_factory=lambda: [0.0, 0.0], min_length=1)
-    cov: list[list[float]] | None = None
-
-
-class FileDataConfig(StrictModel):
-    """User vectors: a Parquet file (numeric columns, or one list column) or a `.npy` array of shape (N, d)."""
-
-    name: Literal["file"]
-    path: str
-    columns: list[str] | None = None
-
-
-class DigitsDataConfig(StrictModel):
-    """scikit-learn's handwritten digits (1797 images, shipped with the package: offline), 8x8 or resized to 16x16."""
-
-    name: Literal["digits"]
-    size: Literal[8, 16] = 8
-
-
-class TorchvisionDataConfig(StrictModel):
-    """MNIST, Fashion-MNIST (1x28x28) or CIFAR-10 (3x32x32) through torchvision, from a local folder: `root`, else
-    $MGM_STUDIES_DATA. Nothing is downloaded unless `download: true`."""
-
-    name: Literal["mnist", "fashion_mnist", "cifar10"]
-    root: str | None = None
-    download: bool = False
-    train: bool = True
-
-
-class ImageFolderDataConfig(StrictModel):
-    """Every image file under `path` (recursive), resized and center-cropped to size x size."""
-
-    name: Literal["image_folder"]
-    path: str
-    size: PositiveInt = 32
-    channels: Literal[1, 3] = 3
-
-
-IMAGE_DATA = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
-
-DataConfig = Annotated[
-    Union[  # noqa: UP007
-        ToyDataConfig,
-        GaussianDataConfig,
-        FileDataConfig,
-        DigitsDataConfig,
-        TorchvisionDataConfig,
-        ImageFolderDataConfig,
-    ],
-    Field(discriminator="name"),
-]
-
-
-# ---------------------------------------------------------------- model and interpolant
-class MLPConfig(StrictModel):
-    name: Literal["mlp"] = "mlp"
-    hidden: PositiveInt = 256
-    depth: PositiveInt = 4
-    time_embedding: Literal["sinusoidal", "fourier"] = "sinusoidal"
-    embedding_dim: EmbeddingDim = 64
-    activation: Literal["silu", "gelu", "relu"] = "silu"
-    time_pair: Literal["s_gap", "s_t"] = Field("s_gap", description="two-time models: embed (s, t - s) or (s, t)")
-
-
-class UNetConfig(StrictModel):
-    """A U-Net for image data (models/unet.py): `channels` at the first resolution, times `channel_mult[i]` at the
-    i-th, `num_res_blocks` residual blocks per resolution, self-attention at the spatial sizes in
-    `attention_resolutions`."""
-
-    name: Literal["unet"]
-    channels: PositiveInt = 32
-    channel_mult: list[PositiveInt] = Field(default_factory=lambda: [1, 2], min_length=1)
-    num_res_blocks: PositiveInt = 1
-    attention_resolutions: list[PositiveInt] = Field(default_factory=list)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    norm_groups: PositiveInt = 8
-    time_embedding: Literal["sinusoidal", "fourier"] = "sinusoidal"
-    embedding_dim: EmbeddingDim = 64
-    time_pair: Literal["s_gap", "s_t"] = Field("s_gap", description="two-time models: embed (s, t - s) or (s, t)")
-
-
-def _model_kind(value: Any) -> str:
-    """The model union's tag: `name`, with `mlp` when it is left out (every config before the U-Net omits it)."""
-    return value.get("name", "mlp") if isinstance(value, dict) else getattr(value, "name", "mlp")
-
-
-ModelConfig = Annotated[
-    Union[Annotated[MLPConfig, Tag("mlp")], Annotated[UNetConfig, Tag("unet")]],  # noqa: UP007
-    Discriminator(_model_kind),
-]
-
-
-class InterpolantConfig(StrictModel):
-    """I(t) = alpha(t) x0 + beta(t) x1 + gamma(t) z, x0 ~ N(0, sigma0^2 I) (spec section 1)."""
-
-    schedule: Literal["linear", "trig", "vp", "poly"] = "linear"
-    gamma: Literal["none", "sqrt", "sin2"] = "none"
-    gamma_scale: float = Field(1.0, gt=0.0)
-    poly_power: float = Field(2.0, gt=0.0)
-    vp_beta_min: float = Field(0.1, gt=0.0)
-    vp_beta_max: float = Field(20.0, gt=0.0)
-    sigma0: float = Field(1.0, gt=0.0)
-
-    def without_gamma(self) -> InterpolantConfig:
-        """The deterministic path under this interpolant (gamma none): what MGM's denoiser and its teacher train on."""
-        return self.model_copy(update={"gamma": "none"})
-
-    def path_key(self) -> dict:
-        """The fields that define the path: gamma_scale only matters with a gamma."""
-        key = self.model_dump()
-        if self.gamma == "none":
-            key.pop("gamma_scale")
-        return key
-
-    def build(self) -> Interpolant:
-        return Interpolant(
-            self.schedule,
-            self.gamma,
-            gamma_scale=self.gamma_scale,
-            poly_power=self.poly_power,
-            vp_beta_min=self.vp_beta_min,
-            vp_beta_max=self.vp_beta_max,
-            sigma0=self.sigma0,
-        )
 
 
 # ---------------------------------------------------------------- training
@@ -345,20 +194,18 @@ class RunConfig(StrictModel):
     @classmethod
     def _image_defaults(cls, data: Any) -> Any:
         """Image data defaults to a U-Net and to metrics defined for images (the vector defaults are an MLP and KL)."""
-        if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
-            return data
-        if data["data"].get("name") not in IMAGE_DATA:
+        section = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(section, dict) or section.get("name") not in IMAGE_DATA:
             return data
         data = dict(data)
         data.setdefault("model", {"name": "unet"})
         evaluation = data.get("eval")
         if evaluation is None or (isinstance(evaluation, dict) and "metrics" not in evaluation):
             data["eval"] = {**(evaluation or {}), "metrics": ["fid"]}
-        # Generator matching's jump law lives on bins over objective.value_range: images lie in [-1, 1].
-        objective = data.get("objective")
+        objective = data.get("objective")  # and to what the objective changes for images (a value range)
         name = objective.get("name") if isinstance(objective, dict) else None
-        if name in OBJECTIVES and "value_range" in OBJECTIVES[name][0].model_fields and "value_range" not in objective:
-            data["objective"] = {**objective, "value_range": [-1.0, 1.0]}
+        if isinstance(name, str) and name in OBJECTIVES:
+            data["objective"] = {**OBJECTIVES[name].image_defaults, **objective}
         return data
 
     def evaluated_ema(self) -> float | None:
@@ -378,60 +225,27 @@ class RunConfig(StrictModel):
 def check_run_config(config: RunConfig) -> RunConfig:
     """Cross-field rules; raises ConfigError naming the field."""
     problems: list[tuple[str, str]] = []
-    interp = config.interpolant
+    interp, entry = config.interpolant, OBJECTIVES[config.objective.name]
     if interp.vp_beta_max < interp.vp_beta_min:
         problems.append(("interpolant.vp_beta_max", f"must be >= vp_beta_min ({interp.vp_beta_min})"))
-    time_law = getattr(config.objective, "time_law", None)
-    if time_law is not None and time_law.t_eps == 0.0 and not problems:
-        at_zero, at_one = interp.build().singular_ends
-        if at_zero or at_one:
+    else:
+        interpolant = interp.build()
+        time_law = getattr(config.objective, "time_law", None)
+        at_zero, at_one = interpolant.singular_ends
+        if time_law is not None and time_law.t_eps == 0.0 and (at_zero or at_one):
             ends = " and ".join(end for end, bad in (("t = 0", at_zero), ("t = 1", at_one)) if bad)
-            problems.append(
-                (
-                    "objective.time_law.t_eps",
-                    f"interpolant (schedule {interp.schedule!r}, gamma {interp.gamma!r}) has an infinite derivative at "
-                    f"{ends}: sample t inside [t_eps, 1 - t_eps] with t_eps > 0, e.g. 1e-3",
-                )
-            )
-    if OBJECTIVES[config.objective.name][1].needs_symmetric_interpolant and not interp.build().symmetric:
-        problems.append(
-            (
-                "interpolant.schedule",
-                f"objective {config.objective.name!r} needs a symmetric interpolant (alpha(t) = beta(1 - t): 'linear', "
-                f"'trig', or 'poly' with poly_power 1); {interp.schedule!r} is not",
-            )
-        )
-    if OBJECTIVES[config.objective.name][1].needs_condot_interpolant:
-        # Generator matching's conditional path is CondOT, N(t z, (1 - t)^2 I): x_t = (1 - t) x0 + t z, x0 ~ N(0, I).
-        for field, wanted in (("schedule", "linear"), ("gamma", "none"), ("sigma0", 1.0)):
-            if getattr(interp, field) != wanted:
-                problems.append(
-                    (
-                        f"interpolant.{field}",
-                        f"objective {config.objective.name!r} trains on the CondOT path N(t z, (1 - t)^2 I): it needs "
-                        f"{field} {wanted!r}, got {getattr(interp, field)!r}",
-                    )
-                )
-    if (
-        getattr(config.objective, "learned_weight", False)
-        and not OBJECTIVES[config.objective.name][1].supports_learned_weight
-    ):
-        supported = sorted(name for name, (_, cls) in OBJECTIVES.items() if cls.supports_learned_weight)
-        problems.append(
-            (
-                "objective.learned_weight",
-                f"objective {config.objective.name!r} has no learned loss weight yet; it is for {', '.join(supported)}",
-            )
-        )
+            why = f"interpolant (schedule {interp.schedule!r}, gamma {interp.gamma!r}) has an infinite derivative at "
+            why += f"{ends}: sample t inside [t_eps, 1 - t_eps] with t_eps > 0, e.g. 1e-3"
+            problems.append(("objective.time_law.t_eps", why))
+        problems += [(f"interpolant.{field}", why) for field, why in entry.objective.interpolant_problems(interpolant)]
+    if getattr(config.objective, "learned_weight", False) and not entry.objective.supports_learned_weight:
+        supported = sorted(name for name, other in OBJECTIVES.items() if other.objective.supports_learned_weight)
+        why = f"objective {config.objective.name!r} has no learned loss weight yet; it is for {', '.join(supported)}"
+        problems.append(("objective.learned_weight", why))
     warmup = getattr(config.objective, "denoiser_steps", 0)
     if warmup >= config.train.num_steps:
-        problems.append(
-            (
-                "objective.denoiser_steps",
-                f"the warm-up ({warmup} steps) is counted in the run's {config.train.num_steps} steps: it must be "
-                "shorter",
-            )
-        )
+        why = f"the warm-up ({warmup} steps) is counted in the run's {config.train.num_steps} steps: it must be shorter"
+        problems.append(("objective.denoiser_steps", why))
     if getattr(config.objective, "critic_features", 0) and isinstance(config.model, UNetConfig):
         problems.append(("objective.critic_features", "random Fourier features are for vectors: set 0 for images"))
     if config.train.channels_last and not isinstance(config.model, UNetConfig):
@@ -446,27 +260,6 @@ def check_run_config(config: RunConfig) -> RunConfig:
     return config
 
 
-# ---------------------------------------------------------------- loading
-def _field_path(loc: tuple, data: Any) -> str:
-    """Dotted field path of a pydantic error location, without the union tags pydantic inserts."""
-    parts: list[str] = []
-    node = data
-    for depth, item in enumerate(loc):
-        if isinstance(node, dict):
-            if item not in node:
-                if depth < len(loc) - 1 or item == node.get("name", "mlp"):
-                    continue  # a discriminated-union tag such as 'si' or 'file' (the model's is 'mlp' by default)
-                parts.append(str(item))  # a missing field
-                break
-            node = node[item]
-        elif isinstance(node, list) and isinstance(item, int) and item < len(node):
-            node = node[item]
-        else:
-            node = None
-        parts.append(str(item))
-    return ".".join(parts)
-
-
 def parse_run_config(data: Any) -> RunConfig:
     """Validate a mapping (parsed YAML) into a RunConfig; raises ConfigError listing every problem."""
     if not isinstance(data, dict):
@@ -474,46 +267,11 @@ def parse_run_config(data: Any) -> RunConfig:
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            message = err["msg"]
-            if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
-                message += f" (got {quote(err['input'])})"
-            field = _field_path(err["loc"], data)
-            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                field += ".name"  # every union here is discriminated by `name`: point at it
-            problems.append((field, message))
-        raise ConfigError(problems) from None
+        raise ConfigError(validation_problems(exc, data)) from None
     return check_run_config(config)
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read, override, resolve relative file paths (data, teacher) against the config file's folder, validate."""
-    data = read_config(path, overrides)
-    if isinstance(data, dict):
-        folder = Path(path).resolve().parent
-        objective = data.get("objective")
-        teacher = objective.get("teacher") if isinstance(objective, dict) else None
-        evaluation = data.get("eval")
-        fid = evaluation.get("fid") if isinstance(evaluation, dict) else None
-        for section, key in ((data.get("data"), "path"), (teacher, "path"), (teacher, "config"), (fid, "weights")):
-            if isinstance(section, dict) and isinstance(section.get(key), str):
-                file = Path(section[key]).expanduser()
-                if not file.is_absolute():
-                    section[key] = str((folder / file).resolve())
-    return parse_run_config(data)
-
-
-def flatten(config: RunConfig) -> dict[str, str]:
-    """Dotted keys to string values (MLflow params); lists stay one value."""
-    out: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, item)
-        else:
-            out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-
-    walk("", config.model_dump(mode="json"))
-    return out
+    """Read, override, resolve relative file names against the config file's folder (`loading.read_run_file`),
+    validate."""
+    return parse_run_config(read_run_file(path, overrides))

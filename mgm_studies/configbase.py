@@ -11,6 +11,7 @@ MAX_SEED = 2**32 - 1  # numpy's and Optuna's seeds are 32-bit; torch's Generator
 MAX_MESSAGE = 600  # characters of one problem's message: a hostile value never floods the terminal
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+PositiveInt = Annotated[int, Field(ge=1)]
 
 _QUOTE = reprlib.Repr()  # Python 3.11's Repr takes no arguments: the limits are attributes
 _QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlong = 2, 80, 80, 40

@@ -13,23 +13,14 @@ reaches a value early scores near that value, one that reaches it only at the en
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Mapping, Sequence
 
-AREA_PREFIX = "area_"
-_QUALITY = re.compile(r"^(?P<family>[a-z0-9_]+)/nfe-(?P<k>\d+)$")
-NOT_CURVES = ("fevals",)  # per-NFE counters, not quality: no area
+from mgm_studies.names import AREA_PREFIX, COUNTERS, area_metric, parse_eval_metric
 
 
 def normalised_area(steps: Sequence[int], values: Sequence[float]) -> float:
-    """Area under the curve (steps, values) from step 0 to the last step, divided by the last step.
-
-    Args:
-        steps: evaluation steps, strictly increasing, the first > 0 allowed (the curve is flat before it).
-        values: the metric at those steps, same length, at least one.
-    Returns:
-        the mean of the piecewise-linear curve over [0, last step]; the single value when there is one evaluation.
-    """
+    """The mean of the curve (steps, values) over [0, last step]: `steps` strictly increasing (the first may be > 0:
+    the curve is flat before it), one value each, at least one; the single value when there is one evaluation."""
     if len(steps) != len(values) or not steps:
         raise ValueError(f"need one value per step and at least one step, got {len(steps)} steps, {len(values)} values")
     if any(b <= a for a, b in itertools.pairwise(steps)) or steps[0] < 0:
@@ -57,12 +48,12 @@ class AreaTracker:
         An evaluation repeated at a step already recorded (a resume) replaces it."""
         areas = {}
         for name, value in metrics.items():
-            match = _QUALITY.match(name)
-            if match is None or match["family"] in NOT_CURVES or match["family"].startswith(AREA_PREFIX):
+            parsed = parse_eval_metric(name)
+            if parsed is None or parsed[0] in COUNTERS or parsed[0].startswith(AREA_PREFIX):
                 continue
             points = [p for p in self.history.get(name, []) if p[0] < step] + [(step, float(value))]
             self.history[name] = points
-            areas[AREA_PREFIX + name] = normalised_area([s for s, _ in points], [v for _, v in points])
+            areas[area_metric(name)] = normalised_area([s for s, _ in points], [v for _, v in points])
         return areas
 
     def state_dict(self) -> dict[str, list[tuple[int, float]]]:

@@ -22,6 +22,7 @@ from mgm_studies.interpolants import Interpolant
 from mgm_studies.metrics import mmd, sliced_wasserstein2
 from mgm_studies.metrics.kl import data_masses, histogram_counts, kl_divergence
 from mgm_studies.metrics.kl_paper import kl_paper_data_masses, kl_paper_divergence, kl_paper_grid
+from mgm_studies.names import eval_metric as metric_name  # `kl/nfe-4`: its one name in Tune, MLflow, reports
 from mgm_studies.objectives import Objective
 from mgm_studies.sampling import SampleResult
 from mgm_studies.training.reporter import Evaluation
@@ -32,11 +33,6 @@ DISTANCE_POINTS = 65_536  # samples (and reference points) SW2 and MMD see at mo
 DISTANCE_VALUES = 1 << 25  # ... and values: fewer points for images
 GRID_IMAGES = 64  # image samples an evaluation keeps (per number of steps) for its sample grid
 _NORMAL_BLOCK = 16  # torch's CPU normal sampler works in blocks of 16 values (see `chunk_sizes`)
-
-
-def metric_name(metric: str, num_steps: int) -> str:
-    """The one name a metric has in Tune, MLflow and reports (platform.md): `kl/nfe-4`."""
-    return f"{metric}/nfe-{num_steps}"
 
 
 def chunk_sizes(n: int, shape: Sequence[int]) -> list[int]:
@@ -125,8 +121,8 @@ def evaluate(
         grids["kl_paper"] = kl_paper_grid(dataset)
     quality = None
     if image and {"fid", "kid"} & set(config.metrics):
+        from mgm_studies.memory import check_images_fit
         from mgm_studies.metrics.image_quality import ImageQuality
-        from mgm_studies.preflight import check_images_fit
 
         check_images_fit(n, shape, "eval.num_samples" if num_samples is None else "--num-samples")
         quality = ImageQuality(dataset, config.fid, config.metrics, device)
@@ -156,7 +152,7 @@ def evaluate(
             reference = dataset.reference(kept, generator)
         x = torch.cat(first)
         samples[k] = x[:GRID_IMAGES] if image else x  # images: what a sample grid shows
-        metrics[f"fevals/nfe-{k}"] = float(nfe)
+        metrics[metric_name("fevals", k)] = float(nfe)
         if whole is not None:
             metrics.update({metric_name(name, k): value for name, value in quality(whole).items()})
             del whole

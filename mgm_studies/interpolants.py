@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
+from pydantic import Field
 from torch import Tensor
+
+from mgm_studies.configbase import StrictModel
 
 Schedule = Literal["linear", "trig", "vp", "poly"]
 GammaKind = Literal["none", "sqrt", "sin2"]
@@ -260,3 +263,29 @@ class Interpolant:
         explained = self._cross_covariance_gaussian(t, sd).square() / self.marginal_variance_gaussian(t, sd)
         # Cauchy-Schwarz makes the difference >= 0; the clamp only removes rounding below zero.
         return dim * (var_dot - explained).clamp_min(0)
+
+
+class InterpolantConfig(StrictModel):
+    """The run config's `interpolant:` section, the arguments of `Interpolant` (spec section 1)."""
+
+    schedule: Schedule = "linear"
+    gamma: GammaKind = "none"
+    gamma_scale: float = Field(1.0, gt=0.0)
+    poly_power: float = Field(2.0, gt=0.0)
+    vp_beta_min: float = Field(0.1, gt=0.0)
+    vp_beta_max: float = Field(20.0, gt=0.0)
+    sigma0: float = Field(1.0, gt=0.0)
+
+    def without_gamma(self) -> InterpolantConfig:
+        """The deterministic path under this interpolant (gamma none): what MGM's denoiser and its teacher train on."""
+        return self.model_copy(update={"gamma": "none"})
+
+    def path_key(self) -> dict:
+        """The fields that define the path: gamma_scale only matters with a gamma."""
+        key = self.model_dump()
+        if self.gamma == "none":
+            key.pop("gamma_scale")
+        return key
+
+    def build(self) -> Interpolant:
+        return Interpolant(**self.model_dump())

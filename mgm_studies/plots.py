@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from mgm_studies.data import HistogramSpec
+from mgm_studies.names import eval_metric
 
 if TYPE_CHECKING:
     from mgm_studies.training.reporter import Evaluation
@@ -59,10 +60,6 @@ def image_grid_figure(samples: Tensor, *, title: str, columns: int = 8) -> Figur
     return fig
 
 
-def close(fig: Figure) -> None:
-    plt.close(fig)
-
-
 def evaluation_figures(evaluation: Evaluation, *, box: HistogramSpec | None = None) -> Iterator[tuple[int, Figure]]:
     """One figure per number of sampling steps K of an evaluation (samples over its reference draw, titled with K,
     the training step and the KL when measured); each is closed once the caller moves on. None without a reference."""
@@ -71,14 +68,14 @@ def evaluation_figures(evaluation: Evaluation, *, box: HistogramSpec | None = No
     for k, samples in evaluation.samples.items():
         title = f"{k} step{'s' if k > 1 else ''}, training step {evaluation.step}"
         if samples.dim() == 4:  # images: a grid of samples
-            fid = evaluation.metrics.get(f"fid/nfe-{k}")
+            fid = evaluation.metrics.get(eval_metric("fid", k))
             fig = image_grid_figure(samples, title=title + (f", FID {fid:.2f}" if fid is not None else ""))
         else:
-            kl = evaluation.metrics.get(f"kl/nfe-{k}")
+            kl = evaluation.metrics.get(eval_metric("kl", k))
             fig = samples_figure(
                 samples, evaluation.reference, title=title + (f", KL {kl:.3f}" if kl is not None else ""), box=box
             )
         try:
             yield k, fig
         finally:
-            close(fig)
+            plt.close(fig)

@@ -1,4 +1,4 @@
-"""Refuse a run that cannot fit before anything is tracked: `builders.build_run` calls `check_fits`.
+"""Refuse a run that cannot fit before anything is tracked: `runs.build_run` calls `check_fits`.
 
 Two checks, each a ConfigError naming the field at fault:
 1. Sizes: an integer size field above MAX_SIZE (2**31 - 1, torch's int32 indexing limit) and a layer count above
@@ -18,24 +18,22 @@ Two checks, each a ConfigError naming the field at fault:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from mgm_studies.builders import build_model
 from mgm_studies.config import RunConfig
 from mgm_studies.configbase import ConfigError
 from mgm_studies.data import VectorDataset, data_shape
+from mgm_studies.memory import FLOAT_BYTES, GIB, available_memory, fid_image_bytes
+from mgm_studies.objectives import build_objective
 
-GIB = 1 << 30
 MAX_SIZE = 2**31 - 1  # any size field (batch, width, samples)
 MAX_LAYERS = 1000  # depth, residual blocks per level, levels: also keeps the `meta` build fast
-FLOAT_BYTES = 4
 _TRAINED_BYTES = 16  # weight, gradient, Adam's two moments
-_FEATURES = 2048  # FID features per image (Inception pool3; the offline extractor has fewer)
 _NOT_SIZES = ("seed", "steps", "images", "interval")  # integers that cost time, not memory
 _LAYER_FIELDS = ("depth", "critic_depth", "num_res_blocks")
 
@@ -100,7 +98,7 @@ def estimate(config: RunConfig, dataset: VectorDataset, device: str = "cpu") -> 
     if isinstance(images, torch.Tensor) and config.train.data_on_device and torch.device(device).type == "cuda":
         terms.append(Term("the training images", images.numel() * images.element_size(), "data"))
     if len(shape) == 3 and {"fid", "kid"} & set(config.eval.metrics):
-        per_image = math.prod(shape) * (FLOAT_BYTES + 1) + _FEATURES * 8  # float and uint8 copy, float64 features
+        per_image = fid_image_bytes(shape)
         n = config.eval.num_samples
         terms.append(Term(f"{n:,} generated images for FID", n * per_image, "eval.num_samples", "host"))
         size = config.eval.fid.reference_size or len(dataset)
@@ -135,18 +133,6 @@ def check_fits(
     return terms
 
 
-def check_images_fit(num_samples: int, shape: tuple[int, ...], field: str) -> None:
-    """Refuse (naming `field`) keeping `num_samples` generated images of `shape` for FID in host memory."""
-    need = num_samples * (math.prod(shape) * (FLOAT_BYTES + 1) + _FEATURES * 8)
-    host = available_memory()["host"]
-    if need > host:
-        raise ConfigError.single(
-            field,
-            f"too large: FID keeps every generated image, {num_samples:,} images need about {need / GIB:.3g} GiB "
-            f"and the host memory is {host / GIB:.3g} GiB",
-        )
-
-
 def model_field(config: RunConfig) -> str:
     """The model (or objective) size field furthest above its default: what a too-large network is blamed on."""
     candidates: list[tuple[float, str]] = []
@@ -162,29 +148,9 @@ def model_field(config: RunConfig) -> str:
     return max(candidates, default=(0.0, width), key=lambda c: (c[0], c[1] == width))[1]
 
 
-def available_memory(device: str = "cpu") -> dict[str, int]:
-    """Bytes of memory: {"host": physical memory, capped by a cgroup limit; "device": the CUDA device's total, or the
-    host's for the CPU}."""
-    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    limit = Path("/sys/fs/cgroup/memory.max")
-    try:
-        text = limit.read_text().strip()
-        if text.isdigit():
-            host = min(host, int(text))
-    except OSError:
-        pass
-    target = torch.device(device)
-    if target.type == "cuda" and torch.cuda.is_available():
-        return {"host": host, "device": torch.cuda.mem_get_info(target)[1]}
-    return {"host": host, "device": host}
-
-
 def _count(config: RunConfig, shape: tuple[int, ...]) -> tuple[int, int, int]:
     """(trainable parameters of the model and the objective's networks, the model's parameters, values every layer
     outputs for one sample), from networks built on the `meta` device: no memory, no initialisation cost."""
-    from mgm_studies.builders import build_model
-    from mgm_studies.objectives import build_objective
-
     objective = build_objective(config.objective, config.interpolant.build())  # a throwaway, teacher-less copy
     with torch.device("meta"):
         model = build_model(config.model, shape, objective.model_kind)

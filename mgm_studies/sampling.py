@@ -24,13 +24,10 @@ class SampleResult:
     nfe: int
 
 
-def _check_steps(num_steps: int) -> None:
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-
-
 def _grid(num_steps: int, t0: float, t1: float) -> list[float]:
     """num_steps + 1 uniform times; computed as t0 + (t1 - t0) k / N so the last one is exactly t1."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     return [t0 + (t1 - t0) * k / num_steps for k in range(num_steps + 1)]
 
 
@@ -45,10 +42,8 @@ def euler(velocity: VelocityFn, x0: Tensor, num_steps: int, *, t0: float = 0.0, 
 
     x0: (B, *data_shape) at time t0. Returns the state at t1.
     """
-    _check_steps(num_steps)
-    grid = _grid(num_steps, t0, t1)
     x = x0
-    for t_now, t_next in itertools.pairwise(grid):
+    for t_now, t_next in itertools.pairwise(_grid(num_steps, t0, t1)):
         x = x + (t_next - t_now) * velocity(_times(t_now, x), x)
     return SampleResult(x=x, nfe=num_steps)
 
@@ -61,10 +56,8 @@ def heun(velocity: VelocityFn, x0: Tensor, num_steps: int, *, t0: float = 0.0, t
     The corrector runs on every step, the last included (it evaluates v at t1), so NFE = 2 * num_steps.
     x0: (B, *data_shape) at time t0. Returns the state at t1.
     """
-    _check_steps(num_steps)
-    grid = _grid(num_steps, t0, t1)
     x = x0
-    for t_now, t_next in itertools.pairwise(grid):
+    for t_now, t_next in itertools.pairwise(_grid(num_steps, t0, t1)):
         h = t_next - t_now
         slope = velocity(_times(t_now, x), x)
         predicted = x + h * slope

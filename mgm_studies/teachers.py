@@ -2,24 +2,27 @@
 
 A teacher is named by an MLflow run (`{run: RUN_ID}`), an exported checkpoint (`{path: final.pt}`), or an `si` run
 config (`{config: teacher.yaml}`). A config teacher is trained once and found again by the hash of its resolved config
-(the `mgm.config_hash` tag of a finished run), so every student, trial and sweep that names it shares one run.
-A missing or incompatible teacher (another data dimension or interpolant, not a velocity model) is invalid input,
-reported before the student trains.
+(the `mgm.config_hash` tag of a finished run), so every student, trial and sweep that names it shares one run
+(`runs.py` trains a missing one). A missing or incompatible teacher (another data dimension or interpolant, not a
+velocity model) is invalid input, reported before the student trains.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import nn
 
+from mgm_studies import names
 from mgm_studies.builders import build_dataset
-from mgm_studies.config import InterpolantConfig, ModelConfig, RunConfig, load_run_config
+from mgm_studies.config import InterpolantConfig, RunConfig, load_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.exported import ExportedModel, UnreadableCheckpoint, load_exported
+from mgm_studies.models import ModelConfig
 from mgm_studies.objectives.teacher_config import TeacherConfig
 
 if TYPE_CHECKING:
@@ -45,15 +48,15 @@ def load_teacher(
     dim: int,
     model: ModelConfig | None = None,
     device: str = "cpu",
-    train_missing: bool = True,
+    train: Callable[[MlflowClient, RunConfig], str] | None = None,
     load: bool = True,
-    experiment: str = "mgm-studies-teachers",
 ) -> Teacher | None:
     """Resolve, check and load `teacher` for a student on `interpolant` with data of dimension `dim`; with `model`
     (a student that copies the teacher's weights, MGM) the teacher must also have that model config.
 
-    A config teacher with no finished run is trained now, unless `train_missing` is False. With `load` False (what
-    `validate` does) the teacher is checked as far as it can be without training it, and None comes back.
+    A config teacher with no finished run is trained by `train` (`runs.train_teacher`, which returns its run id),
+    and refused when there is none. With `load` False (what `validate` does) the teacher is checked as far as it can
+    be without training it, and None comes back.
     """
     ema = "config" if teacher.ema is None else (None if teacher.ema == "raw" else teacher.ema)
     if teacher.path is not None:
@@ -73,9 +76,9 @@ def load_teacher(
     if run_id is None:
         if not load:
             return None  # checked: a valid, compatible config that the first real run will train
-        if not train_missing:
+        if train is None:
             raise ConfigError.single(f"{FIELD}.config", "no finished run of this teacher config yet (train it first)")
-        run_id = train_teacher(client, config, device=device, experiment=experiment)
+        run_id = train(client, config)
     return _from_run(client, run_id, ema, interpolant, model, dim, device, f"{FIELD}.config")
 
 
@@ -87,7 +90,7 @@ def requirements(config: RunConfig) -> tuple[InterpolantConfig, ModelConfig | No
     """
     from mgm_studies.objectives import OBJECTIVES
 
-    if OBJECTIVES[config.objective.name][1].teacher_gives_weights:
+    if OBJECTIVES[config.objective.name].objective.teacher_gives_weights:
         return config.interpolant.without_gamma(), config.model
     return config.interpolant, None
 
@@ -112,38 +115,16 @@ def check_compatible(teacher: RunConfig, interpolant: InterpolantConfig, model: 
 
 def find_finished_run(client: MlflowClient, config_hash: str) -> str | None:
     """The newest finished run, in any experiment, whose resolved config has `config_hash`."""
-    from mgm_studies import tracking
-
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return None
     runs = client.search_runs(
         experiments,
-        filter_string=f"tags.`mgm.config_hash` = '{config_hash}' and tags.`{tracking.TAG_STATUS}` = 'finished'",
+        filter_string=f"tags.`{names.TAG_CONFIG_HASH}` = '{config_hash}' and tags.`{names.TAG_STATUS}` = 'finished'",
         max_results=1,
         order_by=["attributes.start_time DESC"],
     )
     return runs[0].info.run_id if runs else None
-
-
-def train_teacher(client: MlflowClient, config: RunConfig, *, device: str, experiment: str) -> str:
-    """Train a teacher config as its own tracked run; returns its run id, or raises if it did not finish."""
-    import os
-
-    from mgm_studies import tracking
-    from mgm_studies.builders import build_run
-    from mgm_studies.runs import train_tracked
-
-    parts = build_run(config)
-    root = Path(os.environ.get("MGM_STUDIES_CHECKPOINTS", "checkpoints"))
-    run_id, checkpoint_dir = tracking.start_run(
-        client, config, experiment=experiment, device=device, checkpoint_root=root
-    )
-    client.set_tag(run_id, "mgm.teacher", "true")
-    result = train_tracked(client, config, run_id, checkpoint_dir, device=device, progress=False, parts=parts)
-    if result.status != "finished":
-        raise RuntimeError(f"teacher run {run_id} {result.status} at step {result.step}")
-    return run_id
 
 
 def _from_run(
@@ -157,7 +138,7 @@ def _from_run(
         run = client.get_run(run_id)
     except MlflowException:
         raise ConfigError.single(field, f"no run {run_id!r} in the tracking store {client.tracking_uri}") from None
-    if run.data.tags.get(tracking.TAG_STATUS) != "finished":
+    if run.data.tags.get(names.TAG_STATUS) != "finished":
         raise ConfigError.single(field, f"teacher run {run_id} has not finished (status {run.info.status})")
     with tempfile.TemporaryDirectory() as tmp:
         path = tracking.download(client, run_id, tracking.MODEL_ARTIFACT, Path(tmp))

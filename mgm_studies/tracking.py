@@ -18,14 +18,14 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mgm_studies.config import RunConfig, flatten
+from mgm_studies import names
+from mgm_studies.config import RunConfig
+from mgm_studies.loading import flatten
 from mgm_studies.plots import evaluation_figures
 from mgm_studies.tracking_store import open_client, sqlite_path, tracking_uri
 from mgm_studies.training.device import device_tags
 from mgm_studies.training.reporter import Evaluation, NullReporter
 
-TAG_STATUS = "mgm.status"  # running | finished | diverged | interrupted | stopped | error
-TAG_CHECKPOINT_DIR = "mgm.checkpoint_dir"
 CONFIG_ARTIFACT = "config.json"
 MODEL_ARTIFACT = "checkpoints/final.pt"
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -73,22 +73,13 @@ def _version(package: str) -> str:
 def code_version() -> str:
     """The git commit of the mgm_studies source (with `-dirty` for uncommitted changes), else the package version."""
     source = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(source), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
+        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--", ".") else "")
     except (OSError, subprocess.SubprocessError):
         return f"mgm-studies=={_version('mgm-studies')}"
 
@@ -99,11 +90,11 @@ def provenance_tags(config: RunConfig, device: str | None) -> dict[str, str]:
     device tags with its results."""
     return {
         "mgm.seed": str(config.train.seed),
-        "mgm.config_hash": config.config_hash(),
+        names.TAG_CONFIG_HASH: config.config_hash(),
         "mgm.objective": config.objective.name,
         "mgm.data": config.data.name,
         **(device_tags(device) if device is not None else {}),
-        "mgm.code_version": code_version(),
+        names.TAG_CODE_VERSION: code_version(),
         "mgm.torch_version": _version("torch"),
         "mgm.ray_version": _version("ray"),
         "mgm.mlflow_version": _version("mlflow"),
@@ -120,13 +111,18 @@ def start_run(
     )
     run_id = run.info.run_id
     checkpoint_dir = (checkpoint_root / run_id).resolve()
+    log_config(mlflow_client, run_id, config)
+    mlflow_client.set_tag(run_id, names.TAG_CHECKPOINT_DIR, str(checkpoint_dir))
+    mlflow_client.set_tag(run_id, names.TAG_STATUS, "running")
+    return run_id, checkpoint_dir
+
+
+def log_config(mlflow_client: MlflowClient, run_id: str, config: RunConfig) -> None:
+    """A run's config: flattened as params (100 per call), and whole as `config.json` (a plain run's and a trial's)."""
     params = [Param(k, v) for k, v in flatten(config).items()]
     for i in range(0, len(params), 100):
         mlflow_client.log_batch(run_id, params=params[i : i + 100])
-    mlflow_client.set_tag(run_id, TAG_CHECKPOINT_DIR, str(checkpoint_dir))
-    mlflow_client.set_tag(run_id, TAG_STATUS, "running")
     mlflow_client.log_text(run_id, config.model_dump_json(indent=2), CONFIG_ARTIFACT)
-    return run_id, checkpoint_dir
 
 
 def finish_run(mlflow_client: MlflowClient, run_id: str, status: str, *, tags: Mapping[str, str] | None = None) -> None:
@@ -134,7 +130,7 @@ def finish_run(mlflow_client: MlflowClient, run_id: str, status: str, *, tags: M
     anything else (`diverged`, `error`) -> FAILED."""
     for key, value in (tags or {}).items():
         mlflow_client.set_tag(run_id, key, value)
-    mlflow_client.set_tag(run_id, TAG_STATUS, status)
+    mlflow_client.set_tag(run_id, names.TAG_STATUS, status)
     terminal = {"finished": RunStatus.FINISHED, "interrupted": RunStatus.KILLED, "stopped": RunStatus.KILLED}.get(
         status, RunStatus.FAILED
     )
@@ -191,7 +187,7 @@ class MlflowReporter(NullReporter):
             self.client.log_figure(self.run_id, fig, f"{self.plot_prefix}/step-{evaluation.step:09d}/nfe-{k}.png")
 
     def report_checkpoint(self, step: int, path: Path) -> None:
-        self.client.set_tag(self.run_id, "mgm.last_checkpoint_step", str(step))
+        self.client.set_tag(self.run_id, names.TAG_LAST_CHECKPOINT_STEP, str(step))
 
 
 def log_final_model(mlflow_client: MlflowClient, run_id: str, state: dict) -> None:

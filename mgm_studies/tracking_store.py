@@ -1,13 +1,10 @@
 """Where the MLflow store is, whether it answers, and its schema created once.
 
-- `tracking_uri()`: `MLFLOW_TRACKING_URI`, else `sqlite:///<cwd>/mlflow.db`.
-- `check_reachable(uri)`: a store that cannot answer is named (`MLFLOW_TRACKING_URI`) within seconds, instead of
-  after MLflow's retries (about 2 minutes for an HTTP server that is down, minutes for a file that is not SQLite):
-  exit 1 for a store that is down, exit 2 for one that cannot be a store.
-- `open_client(uri)`: a client whose store has its tables. MLflow creates a fresh SQLite store's tables in whichever
-  process opens it first, and several processes opening it at once all failed (four `train` started together), so
-  the first opening happens under an exclusive lock on the database's folder: one process creates the schema, the
-  others wait for it and then find it.
+`check_reachable` names a store that cannot answer (`MLFLOW_TRACKING_URI`) within seconds, instead of after MLflow's
+retries (about 2 minutes for an HTTP server that is down, minutes for a file that is not SQLite). `open_client`: MLflow
+creates a fresh SQLite store's tables in whichever process opens it first, and several processes opening it at once
+all failed (four `train` started together), so the first opening happens under an exclusive lock on the database's
+folder: one process creates the schema, the others wait for it and then find it.
 """
 
 from __future__ import annotations

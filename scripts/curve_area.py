@@ -14,7 +14,7 @@ import os
 import statistics
 
 from mgm_studies.convergence import normalised_area
-from mgm_studies.reporting.collect import _client, collect_study
+from mgm_studies.reporting.collect import collect_study, read_client
 from mgm_studies.reporting.tables import FINISHED, levels
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     metrics = args.metric or ["kl/nfe-1", "kl/nfe-2"]
     uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     data = collect_study(args.study, tracking_uri=uri)
-    client = _client(uri)
+    client = read_client(uri)
     table, _ = levels(data)
     table = table[table["status"] == FINISHED]
     header = ["configuration", "n"] + [f"{m} {kind}" for m in metrics for kind in ("final", "area")]

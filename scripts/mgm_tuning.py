@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import torch
 
 from mgm_studies.config import parse_run_config
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.reporter import RecordingReporter
-from mgm_studies.training.trainer import Trainer
 from mgm_studies.yaml_input import apply_overrides
 
 BASE = {
@@ -77,7 +77,7 @@ def main() -> None:
         overrides = [file if o == "data=pinwheel-file" else o for o in overrides]
     config = parse_run_config(apply_overrides(copy.deepcopy(BASE), overrides))
     reporter, started = RecordingReporter(), time.time()
-    result = Trainer(config, reporter=reporter).run()
+    result = trainer_for(config, reporter=reporter).run()
     curves = {
         f"{name} curve": [round(e.metrics[name], 4) if name in e.metrics else None for e in reporter.evaluations]
         for name in ("kl/nfe-1", *CHECKS)

@@ -69,7 +69,7 @@ def ray_cluster():
     the cluster's address, for subprocesses that join it."""
     import ray
 
-    from mgm_studies.studies.sweep import ray_environment
+    from mgm_studies.studies.ray_start import ray_environment
 
     environment = {k: v for k, v in ray_environment("").items() if k != "MLFLOW_TRACKING_URI"}
     os.environ.update(environment)

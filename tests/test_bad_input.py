@@ -31,7 +31,7 @@ NO_TEACHER = "/nonexistent/teacher.pt"  # parsing fails on the bad float before 
 
 
 def _objective_section(name: str) -> dict:
-    fields = OBJECTIVES[name][0].model_fields
+    fields = OBJECTIVES[name].config.model_fields
     section: dict[str, Any] = {"name": name}
     if "teacher" in fields:
         section["teacher"] = {"path": NO_TEACHER}

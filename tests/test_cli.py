@@ -17,7 +17,7 @@ from conftest import run_cli, small_config
 from mlflow.tracking import MlflowClient
 
 from mgm_studies.config import parse_run_config
-from mgm_studies.training.trainer import Trainer
+from mgm_studies.runs import trainer_for
 
 
 def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
@@ -61,7 +61,7 @@ def test_train_evaluate_sample_end_to_end(mlflow_env):
     assert {"config.json", "checkpoints/final.pt", "plots/step-000001500/nfe-8.png"} <= artifacts
 
     # Training clearly helped: compare with the same network before its first step.
-    untrained = Trainer(parse_run_config(config)).run_evaluation().metrics["kl/nfe-8"]
+    untrained = trainer_for(parse_run_config(config)).run_evaluation().metrics["kl/nfe-8"]
     trained = run.data.metrics["kl/nfe-8"]
     assert trained < 0.5 * untrained, (trained, untrained)
 
@@ -130,7 +130,7 @@ def test_an_interrupted_cli_run_resumes_to_the_uninterrupted_weights(mlflow_env)
 
     final = client.download_artifacts(run_id, "checkpoints/final.pt", str(mlflow_env))
     resumed = torch.load(final, weights_only=True)["model"]
-    reference = Trainer(parse_run_config(config))
+    reference = trainer_for(parse_run_config(config))
     reference.run()
     for name, tensor in reference.model.state_dict().items():
         assert torch.equal(tensor, resumed[name]), name

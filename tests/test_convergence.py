@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from mgm_studies.convergence import AreaTracker, normalised_area
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.reporter import RecordingReporter
-from mgm_studies.training.trainer import Trainer
 
 
 def test_a_flat_curve_scores_its_value():
@@ -40,7 +40,7 @@ EVALUATED = {
 
 def test_each_evaluation_reports_the_area_of_each_quality_metric_so_far(make_config):
     reporter = RecordingReporter()
-    Trainer(make_config(**EVALUATED), reporter=reporter).run()
+    trainer_for(make_config(**EVALUATED), reporter=reporter).run()
     evaluations = reporter.evaluations
     assert [e.step for e in evaluations] == [10, 20, 30, 40, 50, 60]
     for i, evaluation in enumerate(evaluations):
@@ -61,9 +61,9 @@ def test_a_resumed_run_keeps_the_evaluations_before_its_checkpoint_in_its_area(m
     config = make_config(**EVALUATED)
     before = _StopAtFirstCheckpoint()
     with pytest.raises(KeyboardInterrupt):  # stopped as it writes step 20's checkpoint, before step 20's evaluation
-        Trainer(config, checkpoint_dir=tmp_path, reporter=before).run()
+        trainer_for(config, checkpoint_dir=tmp_path, reporter=before).run()
     after = RecordingReporter()
-    Trainer(config, checkpoint_dir=tmp_path, reporter=after).run()
+    trainer_for(config, checkpoint_dir=tmp_path, reporter=after).run()
     points = [(e.step, e.metrics["kl/nfe-1"]) for e in [*before.evaluations, *after.evaluations]]
     assert [s for s, _ in points] == [10, 30, 40, 50, 60]
     expected = normalised_area([s for s, _ in points], [v for _, v in points])

@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from mgm_studies.cli import main
 from mgm_studies.config import parse_run_config
 from mgm_studies.exported import save_exported
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.reporter import RecordingReporter
-from mgm_studies.training.trainer import Trainer
 
 TINY_TRAIN = {"steps": 30, "batch_size": 64, "checkpoint_interval": 30, "ema_decays": [0.9]}
 TINY_EVAL = {"metrics": ["kl", "sw2"], "steps": [1, 2], "num_samples": 500, "reference_samples": 500}
@@ -28,21 +28,21 @@ def _runs(client: MlflowClient):
 def test_self_distillation_trains_a_two_time_model_with_the_shared_trainer():
     config = parse_run_config(small_config(objective={"name": "lsd"}, train=TINY_TRAIN, eval=TINY_EVAL))
     reporter = RecordingReporter()
-    result = Trainer(config, reporter=reporter).run()
+    result = trainer_for(config, reporter=reporter).run()
     assert result.status == "finished"
     assert {"kl/nfe-1", "kl/nfe-2", "fevals/nfe-2"} <= set(result.metrics) and result.metrics["fevals/nfe-2"] == 2
     assert {"loss", "loss/diagonal", "loss/offdiagonal"} <= set(reporter.scalars[30])
 
 
 def test_lmd_distils_a_frozen_teacher_given_by_path(tmp_path):
-    teacher = Trainer(parse_run_config(small_config(train=TINY_TRAIN)))
+    teacher = trainer_for(parse_run_config(small_config(train=TINY_TRAIN)))
     teacher.run()
     path = save_exported(teacher.export(), tmp_path / "teacher.pt")
     before = torch.load(path, weights_only=True)
     config = parse_run_config(
         small_config(objective={"name": "lmd", "teacher": {"path": str(path)}}, train=TINY_TRAIN, eval=TINY_EVAL)
     )
-    student = Trainer(config)
+    student = trainer_for(config)
     assert student.objective.teacher is not None and not any(
         p.requires_grad for p in student.objective.teacher.parameters()
     )
@@ -93,7 +93,7 @@ def test_every_shipped_config_trains_for_a_few_steps(tmp_path):
 
     from mgm_studies.config import load_run_config
 
-    teacher = Trainer(parse_run_config(small_config(train=TINY_TRAIN)))
+    teacher = trainer_for(parse_run_config(small_config(train=TINY_TRAIN)))
     teacher.run()
     teacher_path = save_exported(teacher.export(), tmp_path / "teacher.pt")
     shrink = [
@@ -112,7 +112,7 @@ def test_every_shipped_config_trains_for_a_few_steps(tmp_path):
         if "denoiser_steps" in raw.get("objective", {}):  # one warm-up step, then the game: both phases run
             extra.append("objective.denoiser_steps=1")
         # The tiny teacher is an MLP of width 64: the student's width does not have to match the teacher's.
-        result = Trainer(load_run_config(path, shrink + extra)).run()
+        result = trainer_for(load_run_config(path, shrink + extra)).run()
         assert result.status == "finished" and result.step == 3, path.name
 
 
@@ -123,17 +123,17 @@ class _StopAtFirstCheckpoint(RecordingReporter):
 
 def test_itvm_resumes_exactly_with_its_ema_target_in_the_checkpoint(tmp_path):
 
-    teacher = Trainer(parse_run_config(small_config(train=TINY_TRAIN)))
+    teacher = trainer_for(parse_run_config(small_config(train=TINY_TRAIN)))
     teacher.run()
     path = save_exported(teacher.export(), tmp_path / "teacher.pt")
     train = {**TINY_TRAIN, "steps": 40, "checkpoint_interval": 20}
     objective = {"name": "itvm", "teacher": {"path": str(path)}, "target_ema": 0.9, "tau": 0.2}
     config = parse_run_config(small_config(objective=objective, train=train, eval=TINY_EVAL))
-    reference = Trainer(config)
+    reference = trainer_for(config)
     assert reference.run().status == "finished"
     with pytest.raises(KeyboardInterrupt):
-        Trainer(config, checkpoint_dir=tmp_path / "run", reporter=_StopAtFirstCheckpoint()).run()
-    resumed = Trainer(config, checkpoint_dir=tmp_path / "run")
+        trainer_for(config, checkpoint_dir=tmp_path / "run", reporter=_StopAtFirstCheckpoint()).run()
+    resumed = trainer_for(config, checkpoint_dir=tmp_path / "run")
     assert resumed.step == 20
     resumed.run()
     for a, b in zip(reference.model.parameters(), resumed.model.parameters(), strict=True):
@@ -157,7 +157,7 @@ def test_mgm_trains_generator_and_critic_through_the_trainer_and_refuses_vp(tmp_
         )
     )
     reporter = RecordingReporter()
-    trainer = Trainer(config, checkpoint_dir=tmp_path, reporter=reporter)
+    trainer = trainer_for(config, checkpoint_dir=tmp_path, reporter=reporter)
     assert set(trainer.optimizers) == {"model", "critic"}
     assert trainer.run().status == "finished"
     assert "loss" not in reporter.scalars[5] and "loss/critic" in reporter.scalars[5]  # warm-up: critic only
@@ -189,7 +189,7 @@ def _moons_run(objective: dict, steps: int = 1600, seed: int = 0) -> dict[str, f
             "eval": {"metrics": ["kl"], "steps": [1, 4], "num_samples": 10000},
         }
     )
-    return Trainer(config).run().metrics
+    return trainer_for(config).run().metrics
 
 
 def test_mgm_with_its_warm_up_learns_moons_against_si_at_the_same_budget():
@@ -212,7 +212,7 @@ LEARN_TRAIN = {"batch_size": 256, "ema_decays": [0.99], "checkpoint_interval": 1
 @pytest.fixture(scope="module")
 def checkerboard_teacher(tmp_path_factory) -> tuple[Path, dict[str, float]]:
     """An `si` teacher on the checkerboard (1500 steps, about 6 s) and its own Euler KL at 1 and 8 steps."""
-    trainer = Trainer(
+    trainer = trainer_for(
         parse_run_config(
             {
                 "data": {"name": "checkerboard"},
@@ -240,7 +240,7 @@ def test_itvm_one_step_beats_the_teachers_one_step_euler(checkerboard_teacher, s
             "eval": {"metrics": ["kl"], "steps": [1], "num_samples": 10000},
         }
     )
-    student = Trainer(config)
+    student = trainer_for(config)
     initial = student.run_evaluation().metrics["kl/nfe-1"]
     final = student.run().metrics["kl/nfe-1"]
     assert final < 0.25 * teacher["kl/nfe-1"], (teacher, final)  # one student step beats one teacher Euler step

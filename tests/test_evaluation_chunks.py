@@ -10,7 +10,7 @@ import torch
 from conftest import small_config
 
 from mgm_studies import evaluation
-from mgm_studies.builders import build_model, build_run
+from mgm_studies.builders import build_model
 from mgm_studies.config import parse_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.data import data_shape
@@ -18,6 +18,7 @@ from mgm_studies.evaluation import chunk_sizes, evaluate, generate_chunks, noise
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.metrics import histogram_masses
 from mgm_studies.metrics import kl as kl_module
+from mgm_studies.runs import build_run
 from mgm_studies.sample_file import write_samples
 
 CPU = torch.device("cpu")
@@ -27,7 +28,8 @@ CPU = torch.device("cpu")
 def run():
     """A tiny SI run's parts and an untrained (deterministic) model."""
     config = parse_run_config(small_config())
-    dataset, _, objective = build_run(config)
+    parts = build_run(config)
+    dataset, objective = parts.dataset, parts.objective
     torch.manual_seed(0)
     model = build_model(config.model, data_shape(dataset), objective.model_kind).eval()
     return config, dataset, objective, model
@@ -128,7 +130,8 @@ def test_write_samples_streams_chunks_into_one_parquet(monkeypatch, tmp_path, ru
 
 def test_fid_with_more_images_than_memory_is_refused_before_sampling():
     config = parse_run_config(small_config(data={"name": "digits"}, model={"name": "unet"}, eval={"metrics": ["fid"]}))
-    dataset, _, objective = build_run(config)
+    parts = build_run(config)
+    dataset, objective = parts.dataset, parts.objective
     with pytest.raises(ConfigError) as caught:
         evaluate(None, objective, dataset, config.eval, step=0, device=CPU, num_samples=10**10)
     assert caught.value.problems[0][0] == "--num-samples"

@@ -1,11 +1,14 @@
 """Study and experiment names: one character set (`mgm_studies/names.py`), checked wherever a name enters: a search
 space's `name`, `report STUDY`, `--experiment` of `train`, `train-extractor` and `sweep`. A refused name is exit 2
-naming the field, and nothing is written."""
+naming the field, and nothing is written. And the other shared names of that module: metric names built and parsed
+by one rule, and a reader of results that never imports the training stack."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from conftest import run_cli, small_config
 
 from mgm_studies.cli import main
 from mgm_studies.configbase import ConfigError
-from mgm_studies.names import MAX_NAME_LENGTH, NAME_PATTERN, check_name
+from mgm_studies.names import MAX_NAME_LENGTH, NAME_PATTERN, area_metric, check_name, eval_metric, parse_eval_metric
 from mgm_studies.studies.space import parse_study_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,10 +112,7 @@ def config_file(mlflow_env: Path) -> Path:
 @pytest.mark.parametrize("name", BAD_NAMES.values(), ids=list(BAD_NAMES))
 def test_cli_refuses_a_bad_name_for_report_train_and_train_extractor(name, config_file, capsys) -> None:
     before = _snapshot(config_file.parent)
-    calls = {
-        "STUDY": ["report", "--", name],
-        "--experiment": ["train", str(config_file), f"--experiment={name}"],
-    }
+    calls = {"STUDY": ["report", "--", name], "--experiment": ["train", str(config_file), f"--experiment={name}"]}
     for field, argv in calls.items():
         assert main(argv) == 2, argv
         assert f"  {field}: expected a name of" in capsys.readouterr().err
@@ -146,3 +146,21 @@ def test_validate_refuses_a_space_named_out_of_its_folder(tmp_path: Path) -> Non
     result = run_cli("validate", str(space), cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "  name: expected a name of" in result.stderr and "'../evil'" in result.stderr
+
+
+# ---------------------------------------------------------------------- metric names, and a reader without torch
+@pytest.mark.parametrize(("family", "k"), [("kl", 1), ("kl_paper", 16), ("fevals", 4), ("area_kl", 128)])
+def test_an_eval_metric_name_parses_back_to_its_family_and_k(family: str, k: int) -> None:
+    assert parse_eval_metric(eval_metric(family, k)) == (family, k)
+    assert parse_eval_metric(area_metric(eval_metric(family, k))) == (f"area_{family}", k)
+
+
+@pytest.mark.parametrize("name", ["loss", "mgm/divergence", "kl/nfe-", "kl/nfe-2x", "KL/nfe-2", "kl/nfe-2\n", "/nfe-1"])
+def test_other_names_are_not_eval_metrics(name: str) -> None:
+    assert parse_eval_metric(name) is None
+
+
+def test_the_report_reads_results_without_importing_torch_or_ray() -> None:
+    code = "import sys, mgm_studies.reporting.collect; print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]", result.stderr

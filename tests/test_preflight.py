@@ -11,10 +11,11 @@ import pytest
 import yaml
 from conftest import small_config
 
-from mgm_studies.builders import build_dataset, build_run
+from mgm_studies.builders import build_dataset
 from mgm_studies.config import RunConfig, load_run_config, parse_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.preflight import GIB, check_fits
+from mgm_studies.runs import check_run
 from mgm_studies.studies.space import load_study_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def test_every_shipped_config_and_search_space_base_fits_this_machine():
 def test_build_run_refuses_before_any_teacher_or_objective():
     config = parse_run_config(small_config(train={"steps": 5, "batch_size": 10**9}))
     with pytest.raises(ConfigError) as caught:
-        build_run(config, teachers="check")
+        check_run(config)
     assert caught.value.problems[0][0] == "train.batch_size"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pytest
 import torch
@@ -13,10 +14,11 @@ from mlflow.tracking import MlflowClient
 from mgm_studies.config import InterpolantConfig, parse_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.exported import save_exported
+from mgm_studies.runs import train_teacher, trainer_for
 from mgm_studies.teachers import TeacherConfig, load_teacher
-from mgm_studies.training.trainer import Trainer
 
 LINEAR = InterpolantConfig()
+TRAIN = partial(train_teacher, device="cpu")  # what `runs.build_run` hands `load_teacher`
 
 
 def _teacher_yaml(root, **sections) -> str:
@@ -32,7 +34,7 @@ def _teacher_yaml(root, **sections) -> str:
 
 def test_a_teacher_from_a_checkpoint_is_the_frozen_ema_velocity(tmp_path):
     config = parse_run_config(small_config(train={"steps": 20, "batch_size": 64, "ema_decays": [0.9]}))
-    trainer = Trainer(config)
+    trainer = trainer_for(config)
     trainer.run()
     path = save_exported(trainer.export(), tmp_path / "final.pt")
     teacher = load_teacher(TeacherConfig(path=str(path)), interpolant=LINEAR, dim=2)
@@ -48,8 +50,8 @@ def test_a_teacher_from_a_checkpoint_is_the_frozen_ema_velocity(tmp_path):
 
 def test_a_config_teacher_is_trained_once_and_then_found_by_its_hash(mlflow_env):
     path = _teacher_yaml(mlflow_env)
-    first = load_teacher(TeacherConfig(config=path), interpolant=LINEAR, dim=2)
-    again = load_teacher(TeacherConfig(config=path), interpolant=LINEAR, dim=2)
+    first = load_teacher(TeacherConfig(config=path), interpolant=LINEAR, dim=2, train=TRAIN)
+    again = load_teacher(TeacherConfig(config=path), interpolant=LINEAR, dim=2, train=TRAIN)
     assert first.run_id is not None and again.run_id == first.run_id
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -60,9 +62,9 @@ def test_a_config_teacher_is_trained_once_and_then_found_by_its_hash(mlflow_env)
         assert torch.equal(by_run.velocity(t, x), first.velocity(t, x))
 
 
-def test_validate_mode_does_not_train_a_missing_config_teacher(mlflow_env):
+def test_a_missing_config_teacher_is_not_trained_without_a_trainer(mlflow_env):
     with pytest.raises(ConfigError) as error:
-        load_teacher(TeacherConfig(config=_teacher_yaml(mlflow_env)), interpolant=LINEAR, dim=2, train_missing=False)
+        load_teacher(TeacherConfig(config=_teacher_yaml(mlflow_env)), interpolant=LINEAR, dim=2)
     assert error.value.problems[0][0] == "objective.teacher.config"
 
 
@@ -77,7 +79,7 @@ def test_incompatible_or_missing_teachers_are_invalid_input(mlflow_env):
     ]
     for teacher, student, field in cases:
         with pytest.raises(ConfigError) as error:
-            load_teacher(teacher, **student)
+            load_teacher(teacher, **student, train=TRAIN)
         assert error.value.problems[0][0] == field, (teacher, error.value)
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     # Only the `ema` case needed the teacher trained; the mismatches were refused before any training.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from mgm_studies.configbase import StrictModel
 from mgm_studies.data.base import DataError, HistogramSpec, VectorDataset
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -173,3 +175,14 @@ def _padded_box(data: Tensor) -> HistogramSpec:
     # A constant axis has no range to pad by: give it a unit-wide box.
     pad = torch.where(span > 0, _PAD * span, torch.full_like(span, 0.5))
     return HistogramSpec(tuple((low - pad).tolist()), tuple((high + pad).tolist()), _BINS)
+
+
+class FileDataConfig(StrictModel):
+    """User vectors: a Parquet file (numeric columns, or one list column) or a `.npy` array of shape (N, d)."""
+
+    name: Literal["file"]
+    path: str
+    columns: list[str] | None = None
+
+    def build(self) -> FileData:
+        return FileData(self.path, columns=self.columns)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
+from mgm_studies.configbase import StrictModel
 from mgm_studies.data.base import DataError, HistogramSpec, VectorDataset, check_spec_dim, outer_masses
 
 _BINS = 32
@@ -83,3 +86,14 @@ def _as_cov(cov: Sequence[Sequence[float]], dim: int) -> Tensor:
     if torch.linalg.cholesky_ex(tensor).info != 0:
         raise DataError("cov", f"cov must be positive definite, got {tensor.tolist()}")
     return (tensor + tensor.T) / 2  # exactly symmetric
+
+
+class GaussianDataConfig(StrictModel):
+    """N(mean, cov); cov defaults to the identity. The closed-form test case."""
+
+    name: Literal["gaussian"]
+    mean: list[float] = Field(default_factory=lambda: [0.0, 0.0], min_length=1)
+    cov: list[list[float]] | None = None
+
+    def build(self) -> GaussianData:
+        return GaussianData(self.mean, self.cov)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mgm_studies.configbase import PositiveInt, StrictModel
 from mgm_studies.data.base import DataError, VectorDataset, build_registered
 
 DATA_ROOT_VARIABLE = "MGM_STUDIES_DATA"
@@ -43,7 +44,6 @@ class ImageDataset(VectorDataset):
     num_classes: int | None
 
     def _set_images(self, images: Tensor, labels: Tensor | None, num_classes: int | None, split: str) -> None:
-        """Store (N, C, H, W) float images, clamped to [-1, 1], and (N,) labels."""
         self.images = images.to(torch.float32).clamp(-1.0, 1.0).contiguous()
         self.labels = None if labels is None else labels.to(torch.int64)
         self.num_classes = num_classes
@@ -99,8 +99,8 @@ class ImageDataset(VectorDataset):
         return f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, shape={self.shape}, n={len(self)})"
 
 
-def _from_uint8(pixels: Tensor) -> Tensor:
-    """uint8 (..., H, W) values 0..255 to float32 in [-1, 1]."""
+def from_uint8(pixels: Tensor) -> Tensor:
+    """uint8 (..., H, W) values 0..255 to float32 in [-1, 1] (also the FID extractor's input map)."""
     return pixels.to(torch.float32) / 127.5 - 1.0
 
 
@@ -126,18 +126,11 @@ class DigitsData(ImageDataset):
         self._set_images(images, torch.as_tensor(digits.target), num_classes=10, split="all")
 
 
+_MNIST_FILES = tuple(f"{part}-{kind}-ubyte" for part in ("train", "t10k") for kind in ("images-idx3", "labels-idx1"))
 # name -> (torchvision class, folder under the root that torchvision reads, the files it requires there)
 _TORCHVISION_SETS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "mnist": (
-        "MNIST",
-        "MNIST/raw",
-        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    ),
-    "fashion_mnist": (
-        "FashionMNIST",
-        "FashionMNIST/raw",
-        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    ),
+    "mnist": ("MNIST", "MNIST/raw", _MNIST_FILES),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", _MNIST_FILES),
     "cifar10": (
         "CIFAR10",
         "cifar-10-batches-py",
@@ -197,7 +190,7 @@ class TorchvisionImages(ImageDataset):
         # MNIST-like sets hold (N, H, W) uint8; CIFAR-10 holds (N, H, W, C) uint8 as a numpy array.
         pixels = pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)
         labels = torch.as_tensor(source.targets, dtype=torch.int64)
-        self._set_images(_from_uint8(pixels), labels, num_classes=10, split="train" if train else "test")
+        self._set_images(from_uint8(pixels), labels, num_classes=10, split="train" if train else "test")
 
 
 class ImageFolderData(ImageDataset):
@@ -229,7 +222,7 @@ class ImageFolderData(ImageDataset):
         if not files:
             raise DataError("path", f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {self.path}")
         pixels = torch.stack([_read_image(file, size, "L" if channels == 1 else "RGB") for file in files])
-        self._set_images(_from_uint8(pixels), None, num_classes=None, split="all")
+        self._set_images(from_uint8(pixels), None, num_classes=None, split="all")
 
 
 def _read_image(file: Path, size: int, mode: str) -> Tensor:
@@ -266,3 +259,36 @@ def make_image_dataset(name: str, **options) -> ImageDataset:
     Raises DataError("name") for an unknown name, DataError("options") for options the dataset does not take.
     """
     return build_registered(IMAGE_DATASETS, "image", name, **options)
+
+
+class ImageDataConfig(StrictModel):
+    """What every image data set's section is: `build()` passes its options to `make_image_dataset`."""
+
+    def build(self) -> ImageDataset:
+        return make_image_dataset(self.name, **self.model_dump(exclude={"name"}))
+
+
+class DigitsDataConfig(ImageDataConfig):
+    """scikit-learn's handwritten digits (1797 images, shipped with the package: offline), 8x8 or resized to 16x16."""
+
+    name: Literal["digits"]
+    size: Literal[8, 16] = 8
+
+
+class TorchvisionDataConfig(ImageDataConfig):
+    """MNIST, Fashion-MNIST (1x28x28) or CIFAR-10 (3x32x32) through torchvision, from a local folder: `root`, else
+    $MGM_STUDIES_DATA. Nothing is downloaded unless `download: true`."""
+
+    name: Literal["mnist", "fashion_mnist", "cifar10"]
+    root: str | None = None
+    download: bool = False
+    train: bool = True
+
+
+class ImageFolderDataConfig(ImageDataConfig):
+    """Every image file under `path` (recursive), resized and center-cropped to size x size."""
+
+    name: Literal["image_folder"]
+    path: str
+    size: PositiveInt = 32
+    channels: Literal[1, 3] = 3

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from mgm_studies.configbase import StrictModel
 from mgm_studies.data.base import (
     HistogramSpec,
     VectorDataset,
@@ -215,3 +217,12 @@ def make_toy_dataset(name: str, **options) -> VectorDataset:
     Raises DataError("name") for an unknown name, DataError("options") for options the dataset does not take.
     """
     return build_registered(TOY_DATASETS, "toy", name, **options)
+
+
+class ToyDataConfig(StrictModel):
+    """A 2-D toy above, by name."""
+
+    name: Literal["checkerboard", "checkerboard_paper", "moons", "eight_gaussians", "spirals", "rings", "pinwheel"]
+
+    def build(self) -> VectorDataset:
+        return make_toy_dataset(self.name)

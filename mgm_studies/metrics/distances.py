@@ -32,8 +32,7 @@ def sliced_wasserstein2(
     _check_pair(x, y)
     if num_projections < 1:
         raise ValueError(f"num_projections must be >= 1, got {num_projections}")
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
+    generator = generator or torch.Generator().manual_seed(0)
     d = x.shape[1]
     theta = torch.randn(d, num_projections, generator=generator, dtype=torch.float64)
     theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.device)
@@ -87,8 +86,7 @@ def mmd(
         raise ValueError("mmd needs at least 2 points on each side")
     if max_points < 2:
         raise ValueError(f"max_points must be >= 2, got {max_points}")
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
+    generator = generator or torch.Generator().manual_seed(0)
     x = _subsample(x, max_points, generator).detach().to(torch.float64)
     y = _subsample(y, max_points, generator).detach().to(x.device, torch.float64)
     if bandwidths is None:

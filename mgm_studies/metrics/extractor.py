@@ -7,8 +7,6 @@ project's own labelled images needs no network and gives features that separate 
 comparable only between runs that use the same weights file, which is why `weights_hash` goes into every cache key
 and provenance tag.
 
-Pixels map to [-1, 1] as x = v / 127.5 - 1 for uint8 v, the convention of `mgm_studies.data.images`.
-
 Weights and pickles. torch-fidelity 0.4 reads Inception weights with `torch.load(..., weights_only=False)`, which runs
 any code a crafted file carries. `plain_state_dict` first loads the file with `weights_only=True` (tensors and plain
 containers only; anything else is refused with a ConfigError on `eval.fid.weights`), and torch-fidelity is then
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mgm_studies.configbase import ConfigError
+from mgm_studies.data.images import from_uint8
 
 INCEPTION_NAME = "inception-v3-compat"
 INCEPTION_DEFAULT_WEIGHTS = "weights-inception-2015-12-05-6726825d"  # torch-fidelity's download; the hash is its name
@@ -39,11 +38,6 @@ FEATURE_LAYER = "feat"  # (N, feature_dim) penultimate activations: FID, KID, pr
 LOGITS_LAYER = "logits"  # (N, num_classes) classification head: a classifier-based metric such as ISC
 PAYLOAD_FORMAT = 1
 _HELDOUT_FRACTION = 0.2
-
-
-def from_uint8(pixels: Tensor) -> Tensor:
-    """uint8 (N, C, H, W) values 0..255 to float32 in [-1, 1]."""
-    return pixels.to(torch.float32) / 127.5 - 1.0
 
 
 class SmallClassifier(nn.Module):
@@ -96,9 +90,7 @@ def train_extractor(
         labels: (N,) integer classes 0..K-1.
         steps: optimizer steps, each on `batch_size` images drawn with replacement from the training split.
         seed: fixes the split, the initialisation and the batches (the global RNG is left as it was).
-    Returns:
-        The payload for `save_extractor`: "state_dict", "input_shape" [C, H, W], "num_classes", "width",
-        "feature_dim", "heldout_accuracy" (fraction in [0, 1]), "num_heldout", "steps", "batch_size", "seed", "lr".
+    Returns the payload for `save_extractor` ("heldout_accuracy": a fraction in [0, 1]).
     """
     if images.ndim != 4 or not images.is_floating_point():
         raise ValueError(f"images must be a float (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
@@ -161,16 +153,6 @@ def load_extractor(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def build_classifier(payload: dict[str, Any]) -> SmallClassifier:
-    """The trained network of a payload, in eval mode, on the CPU."""
-    c, h, w = (int(v) for v in payload["input_shape"])
-    model = SmallClassifier(
-        (c, h, w), int(payload["num_classes"]), width=int(payload["width"]), feature_dim=int(payload["feature_dim"])
-    )
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
-
-
 def weights_hash(path: str | Path) -> str:
     """The first 16 hex digits of the sha256 of the file's bytes."""
     digest = hashlib.sha256()
@@ -201,7 +183,10 @@ def offline_extractor_class() -> type[nn.Module]:
                 raise ValueError(f"{name} needs feature_extractor_weights_path (a file from save_extractor)")
             payload = load_extractor(feature_extractor_weights_path)
             self.input_shape = tuple(int(v) for v in payload["input_shape"])
-            self.net = build_classifier(payload)
+            sizes = {key: int(payload[key]) for key in ("width", "feature_dim")}
+            self.net = SmallClassifier(self.input_shape, int(payload["num_classes"]), **sizes)
+            self.net.load_state_dict(payload["state_dict"])
+            self.net.eval()
 
         @staticmethod
         def get_provided_features_list() -> tuple[str, str]:

@@ -92,11 +92,6 @@ class ExtractorSpec(StrictModel):
         return INCEPTION_DEFAULT_WEIGHTS if self.weights_path is None else weights_hash(self.weights_path)
 
 
-def fid_implementation() -> str:
-    """E.g. "torch-fidelity-0.4.0": the installed version, read without importing it."""
-    return f"torch-fidelity-{importlib.metadata.version('torch-fidelity')}"
-
-
 def reference_cache_key(reference_id: str, extractor: ExtractorSpec, reference_shape: Sequence[int]) -> str:
     """The cache name of a reference set: "<readable id>-<16 hex>", the hex a sha256 of the id, the (M, C, H, W)
     shape, the extractor name, its weights id and its feature layer."""
@@ -251,7 +246,7 @@ def _features(images: Tensor, net: nn.Module, layer: str, rgb: bool, device: str
 def provenance(extractor: ExtractorSpec, reference_id: str, num_reference: int, num_samples: int) -> dict[str, str]:
     """Tags to log with every FID value, so that only comparable numbers are compared."""
     return {
-        "fid.implementation": fid_implementation(),
+        "fid.implementation": f"torch-fidelity-{importlib.metadata.version('torch-fidelity')}",  # without importing it
         "fid.extractor": extractor.name,
         "fid.feature_layer": extractor.feature_layer,
         "fid.extractor_weights": extractor.weights_id(),

@@ -127,8 +127,7 @@ def data_masses(
     exact = dataset.bin_masses(spec)
     if exact is not None:
         return exact
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
+    generator = generator or torch.Generator().manual_seed(0)
     counts = torch.zeros(spec.num_cells + 1, dtype=torch.float64)
     for start in range(0, reference_size, REFERENCE_CHUNK):
         counts += histogram_counts(dataset.reference(min(REFERENCE_CHUNK, reference_size - start), generator), spec)

@@ -36,7 +36,6 @@ from mgm_studies.data.base import HistogramSpec, VectorDataset
 from mgm_studies.metrics.kl import histogram_masses
 
 KL_PAPER_BINS = 50  # cells per axis of the paper's grid
-KL_PAPER_SAMPLES = 64_000  # model samples in the paper's Table 1 (our `eval.num_samples`)
 KL_PAPER_FLOOR = 1e-10  # model mass of an empty cell that holds data mass (the paper's handling is not stated)
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 TimeEmbeddingKind = Literal["sinusoidal", "fourier"]
+
+
+EmbeddingDim = Annotated[int, Field(ge=2, multiple_of=2)]  # a config field: cosine and sine halves
 
 
 def _check_dim(dim: int) -> None:

@@ -16,19 +16,52 @@ non-zero gradient from the first step.
 
 Only out-of-place operations, and attention as explicit matmul + softmax (`F.scaled_dot_product_attention` has no
 forward-mode AD on CPU in torch 2.14), so that `torch.func.jvp` runs through every model.
+
+A little over 300 lines: the three networks, the blocks they share and their config section read together.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from mgm_studies.models.embeddings import TimeEmbeddingKind, make_time_embedding
-from mgm_studies.models.mlp import TimePair, _batch_times, _time_features
+from mgm_studies.configbase import PositiveInt, StrictModel
+from mgm_studies.models.embeddings import EmbeddingDim, TimeEmbeddingKind, make_time_embedding
+from mgm_studies.models.mlp import TimePair, _time_features, _TwoTime
+
+
+class UNetConfig(StrictModel):
+    """The U-Nets below, for image data: `channels` at the first resolution, times `channel_mult[i]` at the i-th,
+    `num_res_blocks` residual blocks per resolution, self-attention at the spatial sizes in `attention_resolutions`."""
+
+    name: Literal["unet"]
+    channels: PositiveInt = 32
+    channel_mult: list[PositiveInt] = Field(default_factory=lambda: [1, 2], min_length=1)
+    num_res_blocks: PositiveInt = 1
+    attention_resolutions: list[PositiveInt] = Field(default_factory=list)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm_groups: PositiveInt = 8
+    time_embedding: TimeEmbeddingKind = "sinusoidal"
+    embedding_dim: EmbeddingDim = 64
+    time_pair: TimePair = Field("s_gap", description="two-time models: embed (s, t - s) or (s, t)")
+
+    def build(self, shape: tuple[int, ...], kind: str, heads: int = 1) -> nn.Module:
+        """The U-Net of `kind` (`velocity` with `heads` outputs, `two_time`, `generator`) for samples (C, H, W)."""
+        layout = self.model_dump(exclude={"name", "time_embedding", "embedding_dim", "time_pair"})
+        timed = dict(layout, time_embedding=self.time_embedding, embedding_dim=self.embedding_dim)
+        if kind == "velocity":
+            return VelocityUNet(shape, **timed, heads=heads)
+        if kind == "two_time":
+            return TwoTimeUNet(shape, **timed, time_pair=self.time_pair)
+        if kind == "generator":
+            return GeneratorUNet(shape, **layout)
+        raise ValueError(f"no model for kind {kind!r}")
 
 
 class _GroupNorm(nn.GroupNorm):
@@ -128,19 +161,21 @@ class _Resample(nn.Module):
 
 
 class _UNet(nn.Module):
-    """The shared trunk: forward(x: (B, C, H, W), cond: (B, cond_dim) or None) -> (B, heads * C, H, W)."""
+    """The shared trunk: forward(x: (B, C, H, W), cond: (B, cond_dim) or None) -> (B, heads * C, H, W). The layout
+    options are `UNetConfig`'s, with its defaults; a `conditioned` trunk takes a cond vector of 4 * channels."""
 
     def __init__(
         self,
         shape: Sequence[int],
-        channels: int,
-        channel_mult: Sequence[int],
-        num_res_blocks: int,
-        attention_resolutions: Sequence[int],
-        dropout: float,
-        norm_groups: int,
-        cond_dim: int | None,
+        conditioned: bool,
         heads: int = 1,
+        *,
+        channels: int = 32,
+        channel_mult: Sequence[int] = (1, 2),
+        num_res_blocks: int = 1,
+        attention_resolutions: Sequence[int] = (),
+        dropout: float = 0.0,
+        norm_groups: int = 8,
     ) -> None:
         super().__init__()
         if heads < 1:
@@ -160,6 +195,7 @@ class _UNet(nn.Module):
         if unknown:
             raise ValueError(f"attention_resolutions {unknown} are not among the feature-map heights {heights}")
         self.shape, self.level_sizes = tuple(shape), sizes
+        self.cond_dim = cond_dim = 4 * channels if conditioned else None
         options = {"cond_dim": cond_dim, "dropout": dropout, "groups": norm_groups}
         self.input_conv = nn.Conv2d(shape[0], channels, 3, padding=1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
@@ -178,12 +214,10 @@ class _UNet(nn.Module):
             [_Block(ch, ch, attention=attention, **options), _Block(ch, ch, attention=False, **options)]
         )
         for level in reversed(range(len(channel_mult))):
-            attention = sizes[level][0] in attention_resolutions
+            attention, out = sizes[level][0] in attention_resolutions, channels * channel_mult[level]
             for _ in range(num_res_blocks + 1):
-                self.up.append(
-                    _Block(ch + skip_channels.pop(), channels * channel_mult[level], attention=attention, **options)
-                )
-                ch = channels * channel_mult[level]
+                self.up.append(_Block(ch + skip_channels.pop(), out, attention=attention, **options))
+                ch = out
             if level > 0:
                 self.up.append(_Resample(ch, down=False, halve=sizes[level] != sizes[level - 1]))
         self.out_norm = _norm(ch, norm_groups)
@@ -206,9 +240,7 @@ class _UNet(nn.Module):
 
 class VelocityUNet(nn.Module):
     """v(t, x) for images. forward(t: (B,) or scalar, x: (B, C, H, W)) -> (B, heads * C, H, W); `shape` is (C, H, W)
-    and `heads` is 1 by default, which gives (B, C, H, W).
-
-    The time embedding goes through Linear, SiLU, Linear, SiLU to 4 * channels features, added in every block.
+    and `heads` is 1 by default, which gives (B, C, H, W). `layout`: the trunk's options (`UNetConfig`'s layout fields).
     `heads` > 1 (generator matching: velocity, jump rate, jump-law logits) widens the output conv; the output is
     head-major, `out.unflatten(1, (heads, C))[:, i]` is head i.
     """
@@ -217,101 +249,61 @@ class VelocityUNet(nn.Module):
         self,
         shape: Sequence[int],
         *,
-        channels: int = 32,
-        channel_mult: Sequence[int] = (1, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: Sequence[int] = (),
-        dropout: float = 0.0,
-        norm_groups: int = 8,
         time_embedding: TimeEmbeddingKind = "sinusoidal",
         embedding_dim: int = 64,
         heads: int = 1,
+        **layout,
     ) -> None:
         super().__init__()
-        cond_dim = 4 * channels
-        self.unet = _UNet(
-            shape, channels, channel_mult, num_res_blocks, attention_resolutions, dropout, norm_groups, cond_dim, heads
-        )
+        self.unet = _UNet(shape, conditioned=True, heads=heads, **layout)
         self.shape, self.level_sizes = self.unet.shape, self.unet.level_sizes
-        conditioning = _conditioning(embedding_dim, 1, cond_dim)
+        conditioning = _conditioning(embedding_dim, 1, self.unet.cond_dim)
         self.time_net = nn.Sequential(make_time_embedding(time_embedding, embedding_dim), conditioning)
 
     def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
         return self.unet(x, _time_features(self.time_net, t, x))
 
 
-class TwoTimeUNet(nn.Module):
+class TwoTimeUNet(_TwoTime):
     """Average velocity u(s, t, x) of a flow map X(s, t, x) = x + (t - s) u(s, t, x), for images.
 
     forward(s, t: (B,) or scalars, x: (B, C, H, W)) -> (B, C, H, W). As `TwoTimeMLP`: time_pair `s_gap` (default)
-    embeds s and t - s, `s_t` embeds s and t, with two embeddings (seeds 0 and 1); the concatenation goes through
-    Linear, SiLU, Linear, SiLU to 4 * channels features, added in every block.
+    embeds s and t - s, `s_t` embeds s and t, with two embeddings (seeds 0 and 1), conditioning every block.
     """
 
     def __init__(
         self,
         shape: Sequence[int],
         *,
-        channels: int = 32,
-        channel_mult: Sequence[int] = (1, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: Sequence[int] = (),
-        dropout: float = 0.0,
-        norm_groups: int = 8,
         time_embedding: TimeEmbeddingKind = "sinusoidal",
         embedding_dim: int = 64,
         time_pair: TimePair = "s_gap",
+        **layout,
     ) -> None:
         super().__init__()
         if time_pair not in ("s_gap", "s_t"):
             raise ValueError(f"time_pair must be 's_gap' or 's_t', got {time_pair!r}")
-        cond_dim, self.time_pair = 4 * channels, time_pair
-        self.unet = _UNet(
-            shape, channels, channel_mult, num_res_blocks, attention_resolutions, dropout, norm_groups, cond_dim
-        )
+        self.time_pair = time_pair
+        self.unet = _UNet(shape, conditioned=True, **layout)
         self.shape, self.level_sizes = self.unet.shape, self.unet.level_sizes
-        self.time_proj = _conditioning(embedding_dim, 2, cond_dim)
+        self.time_proj = _conditioning(embedding_dim, 2, self.unet.cond_dim)
         # Different seeds: with Fourier features, the two times get independent frequencies.
         self.embed_first = make_time_embedding(time_embedding, embedding_dim, seed=0)
         self.embed_second = make_time_embedding(time_embedding, embedding_dim, seed=1)
 
     def forward(self, s: Tensor | float, t: Tensor | float, x: Tensor) -> Tensor:
-        s, t = _batch_times(s, x), _batch_times(t, x)
-        second = t - s if self.time_pair == "s_gap" else t
-        embedded = torch.cat([self.embed_first(s), self.embed_second(second)], dim=-1)
-        return self.unet(x, self.time_proj(embedded))
-
-    def flow_map(self, s: Tensor | float, t: Tensor | float, x: Tensor) -> Tensor:
-        """X(s, t, x) = x + (t - s) u(s, t, x); exactly x when s == t. s, t: (B,) or scalars; x: (B, C, H, W)."""
-        s, t = _batch_times(s, x), _batch_times(t, x)
-        return x + (t - s).view(-1, 1, 1, 1) * self(s, t, x)
-
-    def velocity(self, t: Tensor | float, x: Tensor) -> Tensor:
-        """The diagonal u(t, t, x): an ordinary velocity field (the tangent condition of the flow map)."""
-        return self(t, t, x)
+        return self.unet(x, self.time_proj(self._embedded_times(s, t, x)))
 
 
 class GeneratorUNet(nn.Module):
     """A one-step generator G(z) for images (MGM, spec section 5). forward(z: (B, C, H, W)) -> x: (B, C, H, W).
 
-    No time input and no conditioning: the residual blocks have no conditioning projection.
+    No time input and no conditioning: the residual blocks have no conditioning projection. `layout` as `VelocityUNet`.
     """
 
-    def __init__(
-        self,
-        shape: Sequence[int],
-        *,
-        channels: int = 32,
-        channel_mult: Sequence[int] = (1, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: Sequence[int] = (),
-        dropout: float = 0.0,
-        norm_groups: int = 8,
-    ) -> None:
+    def __init__(self, shape: Sequence[int], **layout) -> None:
         super().__init__()
-        self.unet = _UNet(
-            shape, channels, channel_mult, num_res_blocks, attention_resolutions, dropout, norm_groups, None
-        )
+        self.unet = _UNet(shape, conditioned=False, **layout)
         self.shape, self.level_sizes = self.unet.shape, self.unet.level_sizes
 
     def forward(self, z: Tensor) -> Tensor:

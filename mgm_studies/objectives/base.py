@@ -10,7 +10,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from mgm_studies.interpolants import Interpolant
+from mgm_studies.interpolants import Interpolant, PathSample
+from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
 from mgm_studies.sampling import SampleResult, VelocityFn
 
 
@@ -49,6 +50,16 @@ class ObjectiveOutput:
     diagnostics: dict[str, Tensor] = field(default_factory=dict)
 
 
+def per_sample(coefficient: Tensor, x: Tensor) -> Tensor:
+    """(B,) -> (B, 1, ..., 1), to broadcast a per-sample time against x of shape (B, *data_shape)."""
+    return coefficient.view(-1, *[1] * (x.dim() - 1))
+
+
+def squared_norm(residual: Tensor) -> Tensor:
+    """(B, *data_shape) -> (B,): the squared residual summed over data dimensions."""
+    return residual.square().flatten(1).sum(dim=1)
+
+
 class Objective(abc.ABC):
     """A training objective. The trainer reduces the loss, steps the optimisers and logs the diagnostics.
 
@@ -78,19 +89,38 @@ class Objective(abc.ABC):
     supports_learned_weight: ClassVar[bool] = False
 
     def __init__(self, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
-        if self.needs_symmetric_interpolant and not interpolant.symmetric:
-            raise ValueError(
-                f"objective {self.name!r} needs a symmetric interpolant (alpha(t) = beta(1 - t): linear, trig or poly "
-                f"with n = 1), got {interpolant!r}: the midpoint argument swaps data and samples by flipping t to 1 - t"
-            )
-        if self.needs_condot_interpolant and not interpolant.condot:
-            raise ValueError(
-                f"objective {self.name!r} trains on the CondOT path N(t z, (1 - t)^2 I): it needs the linear "
-                f"interpolant with gamma 'none' and sigma0 1, got {interpolant!r}"
-            )
+        problems = self.interpolant_problems(interpolant)
+        if problems:
+            raise ValueError("; ".join(message for _, message in problems))
         self.interpolant = interpolant
         self.teacher = teacher
         self.teacher_source: str | None = None  # "run:<id>" or "path:<file>", set by whoever loaded the teacher
+
+    @classmethod
+    def interpolant_problems(cls, interpolant: Interpolant) -> list[tuple[str, str]]:
+        """(interpolant field, why) for each way `interpolant` is refused by this objective: the one check, which the
+        run config reports by field and the constructor raises."""
+        problems = []
+        if cls.needs_symmetric_interpolant and not interpolant.symmetric:
+            why = f"objective {cls.name!r} needs a symmetric interpolant (alpha(t) = beta(1 - t): 'linear', 'trig', or "
+            problems.append(("schedule", f"{why}'poly' with poly_power 1); {interpolant.schedule!r} is not"))
+        if cls.needs_condot_interpolant and not interpolant.condot:  # x_t = (1 - t) x0 + t z, x0 ~ N(0, I)
+            have = {"schedule": interpolant.schedule, "gamma": interpolant.gamma_kind, "sigma0": interpolant.sigma0}
+            why = f"objective {cls.name!r} trains on the CondOT path N(t z, (1 - t)^2 I): it needs"
+            for field, wanted in (("schedule", "linear"), ("gamma", "none"), ("sigma0", 1.0)):
+                if have[field] != wanted:
+                    problems.append((field, f"{why} {field} {wanted!r}, got {have[field]!r}"))
+        return problems
+
+    def draw_path(
+        self, x1: Tensor, law: TimeLawConfig, generator: torch.Generator, t_max: float | None = None
+    ) -> PathSample:
+        """x0, z, then t from `law` (clamped to <= t_max), and the path through them: the draw order that si and gm
+        share, so that one generator gives both the same batch. x1: (B, *data_shape)."""
+        x0 = self.interpolant.noise(tuple(x1.shape), generator, device=x1.device)
+        z = torch.randn(x1.shape, generator=generator, device=x1.device)
+        t = sample_times(law, x1.shape[0], generator, x1.device)
+        return self.interpolant.sample(x0, x1, z, t if t_max is None else t.clamp(max=t_max))
 
     @abc.abstractmethod
     def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from mgm_studies.configbase import StrictModel
 from mgm_studies.interpolants import Interpolant
-from mgm_studies.objectives.base import Objective, ObjectiveOutput
+from mgm_studies.objectives.base import Objective, ObjectiveOutput, per_sample, squared_norm
 from mgm_studies.objectives.loss_weight import LossWeight, weighted_loss
 from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
 from mgm_studies.sampling import SampleResult, VelocityFn
@@ -76,19 +76,9 @@ class DerivativeConfig(FlowMapConfig):
     fd_step: float = Field(1e-4, gt=0.0, description="finite_difference: the step h of (f(p + h) - f(p - h)) / 2h")
 
 
-def per_sample(coefficient: Tensor, x: Tensor) -> Tensor:
-    """(B,) -> (B, 1, ..., 1), to broadcast a per-sample time against x of shape (B, *data_shape)."""
-    return coefficient.view(-1, *[1] * (x.dim() - 1))
-
-
 def flow_map(model: nn.Module, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
     """X(s, t, x) = x + (t - s) u(s, t, x); s, t: (B,), x: (B, *data_shape). Out-of-place, so jvp runs through it."""
     return x + per_sample(t - s, x) * model(s, t, x)
-
-
-def squared_norm(residual: Tensor) -> Tensor:
-    """(B, *data_shape) -> (B,): the squared residual summed over data dimensions."""
-    return residual.square().flatten(1).sum(dim=1)
 
 
 def directional_derivative(

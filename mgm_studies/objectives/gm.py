@@ -26,10 +26,10 @@ from torch import Tensor, nn
 
 from mgm_studies.configbase import MAX_SEED, StrictModel
 from mgm_studies.interpolants import Interpolant, PathSample
-from mgm_studies.objectives.base import ModelKind, Objective, ObjectiveOutput, VelocityHeads
+from mgm_studies.objectives.base import ModelKind, Objective, ObjectiveOutput, VelocityHeads, per_sample, squared_norm
 from mgm_studies.objectives.gm_path import JumpBins, conditional_rate
 from mgm_studies.objectives.gm_sampling import GeneratorHeads, JumpStep, sampling_generator, superposition
-from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
+from mgm_studies.objectives.time_laws import TimeLawConfig
 from mgm_studies.sampling import SAMPLERS, SampleResult, VelocityFn
 
 _SEED = Field(
@@ -76,6 +76,7 @@ class _GMConfig(StrictModel):
 
 
 class _JumpConfig(_GMConfig):
+    image_defaults: ClassVar[dict] = {"value_range": (-1.0, 1.0)}  # what image data changes: pixels lie in [-1, 1]
     bins: int = Field(64, ge=2, description="bins of the discretised jump law, per data entry")
     value_range: tuple[float, float] = Field(
         (-5.0, 5.0), description="[low, high] split into the bins; jumps land inside it (images default to [-1, 1])"
@@ -138,19 +139,12 @@ class _GeneratorMatching(Objective):
             logits=parts[:, first + 1 :],
         )
 
-    def draw(self, x1: Tensor, generator: torch.Generator) -> PathSample:
-        """x0, z, t in si's order (z has no weight: gamma is none), t clamped to <= t_max; x1: (B, *data_shape)."""
-        x0 = self.interpolant.noise(tuple(x1.shape), generator, device=x1.device)
-        z = torch.randn(x1.shape, generator=generator, device=x1.device)
-        t = sample_times(self.config.time_law, x1.shape[0], generator, x1.device).clamp(max=self.config.t_max)
-        return self.interpolant.sample(x0, x1, z, t)
-
     def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
-        path = self.draw(x1, generator)
+        path = self.draw_path(x1, self.config.time_law, generator, self.config.t_max)  # z has no weight: no gamma
         heads = self.split(model(path.t, path.xt))
         terms: dict[str, Tensor] = {}
         if heads.velocity is not None:  # flow matching: the conditional velocity (z - x) / (1 - t) is dI = x1 - x0
-            terms["gm/flow_loss"] = (heads.velocity - path.dxt).square().flatten(1).sum(dim=1)
+            terms["gm/flow_loss"] = squared_norm(heads.velocity - path.dxt)
         if heads.rate is not None:
             terms["gm/rate_loss"], terms["gm/jump_law_loss"] = self.jump_loss(heads, path)
         losses = list(terms.values())
@@ -161,7 +155,7 @@ class _GeneratorMatching(Objective):
         """(B,) each: sum over entries of lambda_model - lambda log lambda_model, and of lambda CE(J, J_model), with
         lambda = lambda_t(x | x1) and J the exact bin masses of J_t(. | x1) (gm_path.py), in float32."""
         x, z = path.xt.float(), path.x1.float()
-        t = path.t.float().view(-1, *[1] * (x.dim() - 1))
+        t = per_sample(path.t.float(), x)
         rate = conditional_rate(x, z, t)
         target = self.bins.masses(z, t)
         log_model_rate = torch.log(heads.rate.clamp_min(torch.finfo(heads.rate.dtype).tiny))

@@ -11,7 +11,8 @@ u = (x - t z) / (1 - t), the spec's k_t(x) = x^2 - (1 + t) x z - (1 - t)^2 + t z
   G(u) = (u - z) phi(u) (G'(u) = (1 + z u - u^2) phi(u)), so its normaliser is G(u_+) - G(u_-) > 0 in closed form.
 
 The forward equation d/dt p = (integral of lambda p) J - lambda p holds because the integral of k p is zero (p keeps
-unit mass), so the integrals of [k]_+ p and [-k]_+ p agree. `tests/objectives/test_gm.py` checks it on a grid.
+unit mass), so the integrals of [k]_+ p and [-k]_+ p agree. `tests/objectives/test_gm.py` checks it on a grid (its
+`conditional_density` and `jump_density` are the closed forms above).
 Every function is elementwise: x, y, z and t broadcast against one another (t as (B, 1, ...) against (B, *shape)).
 """
 
@@ -35,16 +36,6 @@ def standardise(x: Tensor, z: Tensor, t: Tensor) -> Tensor:
     return (x - t * z) / (1 - t)
 
 
-def conditional_density(x: Tensor, z: Tensor, t: Tensor) -> Tensor:
-    """p_t(x | z) = N(x; t z, (1 - t)^2), per dimension."""
-    return _phi(standardise(x, z, t)) / (1 - t)
-
-
-def conditional_velocity(x: Tensor, z: Tensor, t: Tensor) -> Tensor:
-    """The flow part: (z - x) / (1 - t), which equals x1 - x0 on the path x = (1 - t) x0 + t z."""
-    return (z - x) / (1 - t)
-
-
 def conditional_rate(x: Tensor, z: Tensor, t: Tensor) -> Tensor:
     """lambda_t(x | z) = [k_t(x)]_+ / (1 - t)^3 = [u^2 - z u - 1]_+ / (1 - t): the rate of leaving x."""
     u = standardise(x, z, t)
@@ -60,14 +51,6 @@ def _roots(z: Tensor) -> tuple[Tensor, Tensor]:
 def _primitive(u: Tensor, z: Tensor) -> Tensor:
     """G(u) = (u - z) phi(u), a primitive of (1 + z u - u^2) phi(u)."""
     return (u - z) * _phi(u)
-
-
-def jump_density(y: Tensor, z: Tensor, t: Tensor) -> Tensor:
-    """J_t(y | z): [-k_t(y)]_+ N(y; t z, (1 - t)^2), normalised over y (a density in y's units)."""
-    u = standardise(y, z, t)
-    low, high = _roots(z)
-    normaliser = _primitive(high, z) - _primitive(low, z)
-    return (1 + z * u - u.square()).clamp(min=0) * _phi(u) / (normaliser * (1 - t))
 
 
 @dataclass(frozen=True)

@@ -170,22 +170,35 @@ class EMATarget:
 
 
 class TargetNetworkHooks:
-    """The objective hooks of an objective that owns an `EMATarget` named `self.target` (mixed into an Objective)."""
+    """The hooks of an objective (mixed into it) that owns an `EMATarget` `self.target`, used when `uses_target` (pfmm
+    with a teacher reference holds none). `_terms`: extra diagnostics of the last loss, logged with it."""
 
     target: EMATarget
+    uses_target = True
+    _terms: dict[str, Tensor]
+
+    def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
+        if self.uses_target:
+            self.target.network  # noqa: B018 -- raises before `attach`, whatever the batch holds
+        output = super().__call__(model, x1, generator)  # type: ignore[misc]
+        output.diagnostics.update(self._terms)
+        self._terms = {}
+        return output
 
     def attach(self, model: nn.Module, shape: int | tuple[int, ...], build=None) -> None:
-        self.target.attach(model)
+        if self.uses_target:
+            self.target.attach(model)
 
     def after_step(self, model: nn.Module, phase: str, step: int) -> None:
-        if phase == "model":
+        if phase == "model" and self.uses_target:
             self.target.update(model)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.target.state_dict()
+        return self.target.state_dict() if self.uses_target else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.target.load_state_dict(state)
+        if self.uses_target:
+            self.target.load_state_dict(state)
 
 
 class InitialTerminalVelocityMatching(TargetNetworkHooks, FlowMapObjective):
@@ -216,14 +229,7 @@ class InitialTerminalVelocityMatching(TargetNetworkHooks, FlowMapObjective):
     def __init__(self, config: ITVMConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         super().__init__(config, interpolant, teacher)
         self.target = EMATarget(config.target_ema)
-        self._terms: dict[str, Tensor] = {}
-
-    def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
-        self.target.network  # noqa: B018 -- raises before `attach`, whatever the batch holds
-        output = super().__call__(model, x1, generator)
-        output.diagnostics.update(self._terms)
         self._terms = {}
-        return output
 
     def offdiagonal_residual(
         self, model: nn.Module, s: Tensor, t: Tensor, xs: Tensor, generator: torch.Generator

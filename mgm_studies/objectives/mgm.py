@@ -6,7 +6,7 @@ t' = 1 - t if B else t. The critic sees the observation Y = alpha(t') x_g + beta
 B or t', and regresses the displacement D = x_d - x_g (never flipped). Its optimum is E[D | Y, t], and
 D_pi(p, q) = E || E[D | Y, t] ||^2 = sup_f E[2 <f, D> - ||f||^2] is zero iff p = q when p_flip = 1/2, because a
 symmetric interpolant (alpha(t) = beta(1 - t)) makes swapping x_d and x_g the same as flipping t, which flips D.
-`sg[.]` below is stop-gradient.
+`sg[.]` below is stop-gradient. (Long: one objective with two networks, three phases, a warm-up and their config.)
 
 The paper's recipe, `denoiser_steps` W > 0: a denoising warm-up, then both networks start from the denoiser.
 - Steps 0..W-1 (phase "denoise", its own optimiser at train.optimizer.lr) train a velocity network v(t, x) with the
@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -45,7 +45,7 @@ from mgm_studies.configbase import StrictModel
 from mgm_studies.interpolants import Interpolant
 from mgm_studies.models.critic import FourierFeatureBranch, FourierFeatureCritic
 from mgm_studies.models.mlp import VelocityMLP
-from mgm_studies.objectives.base import DenoisingGeneratorKind, ModelKind, Objective, ObjectiveOutput
+from mgm_studies.objectives.base import DenoisingGeneratorKind, Objective, ObjectiveOutput, per_sample, squared_norm
 from mgm_studies.objectives.si import SIConfig, StochasticInterpolantObjective
 from mgm_studies.objectives.teacher_config import TeacherConfig
 from mgm_studies.sampling import SampleResult, VelocityFn
@@ -59,11 +59,7 @@ class MGMConfig(StrictModel):
     t_min: float = Field(0.05, gt=0.0, le=0.5, description="lower end of the time law, in (0, 1/2]")
     t_max: float = Field(0.5, gt=0.0, le=0.5, description="upper end of the time law, in [t_min, 1/2]")
     rho: float = Field(1.0, gt=0.0, description="time law power: t = (U (hi - lo) + lo)^rho on the 1/rho scale")
-    sigma_max: float = Field(
-        0.0,
-        description="removed: the observation noise is the interpolant's gamma (interpolant: {gamma: sqrt, "
-        "gamma_scale: a} gives gamma(t)^2 = a t (1 - t)); only 0 is accepted, so old configs keep validating",
-    )
+    sigma_max: float = Field(0.0, description="removed (only 0 validates): the noise is the interpolant's gamma")
     gen_grad: Literal["full", "stopped"] = "full"
     critic_steps: int = Field(1, ge=1, description="critic optimiser steps per generator step")
     warmup_steps: int = Field(0, ge=0, description="critic-only training steps before the first generator step")
@@ -156,6 +152,8 @@ class MidpointGenerativeModel(Objective):
     model_kind = "generator"  # without a warm-up; an instance with one sets its own (`_model_kind`)
     needs_symmetric_interpolant = True
     teacher_gives_weights = True  # objective.teacher: generator and critic start from its weights
+    # What a study may optimise beside `loss` and the evaluation's metrics (a sweep logs them from a trial's results).
+    reported_metrics: ClassVar[tuple[str, ...]] = ("mgm/divergence",)
 
     def __init__(self, config: MGMConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         super().__init__(interpolant, teacher)  # refuses a non-symmetric interpolant (needs_symmetric_interpolant)
@@ -168,11 +166,8 @@ class MidpointGenerativeModel(Objective):
         self._denoising = StochasticInterpolantObjective(SIConfig(), interpolant.without_gamma())
         self.model_kind = self._model_kind()
 
-    def _model_kind(self) -> ModelKind:
-        """`generator` (G(z), no time input), or with a warm-up a denoiser at `generator_time`:
-        G(z) = D(z, t_g) = (alpha' z - alpha v(t_g, z)) / (alpha' beta - alpha beta'); z + v(0, z) on the linear
-        path. Time 0 by default: the input is then the path's own x0, a draw of the noise G receives (the paper's
-        "denoiser at the highest noise level")."""
+    def _model_kind(self) -> Literal["generator"] | DenoisingGeneratorKind:
+        """`generator` (G(z), no time input), or from a denoiser G(z) = D(z, t_g) (the module docstring)."""
         if not self.config.starts_from_denoiser:
             return "generator"
         path, t = self._denoising.interpolant, torch.tensor([self.config.generator_time], dtype=torch.float64)
@@ -180,18 +175,18 @@ class MidpointGenerativeModel(Objective):
         det = da * b - a * db
         return DenoisingGeneratorKind(time=self.config.generator_time, scale_x=da / det, scale_v=-a / det)
 
-    # ------------------------------------------------------------------ hooks
     def attach(self, model: nn.Module, shape: int | tuple[int, ...], build=None) -> None:
-        """Build the critic f(t, y) on `model`'s device and in its dtype: with a warm-up, a velocity network of the
-        run's model config (it becomes a copy of the denoiser, `model.velocity`, when the warm-up ends); otherwise a
-        `VelocityMLP` of `critic_hidden` x `critic_depth` for vectors, a velocity network of the run's model config
-        (`build`) for images."""
+        """Build the critic f(t, y) on `model`'s device and in its dtype: from a denoiser, a velocity network of the
+        run's model config (a copy of `model.velocity` once the game starts); otherwise `critic_hidden` x
+        `critic_depth` for vectors, the run's model config (`build`) for images."""
         reference = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0))
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         self.generator = model  # the raw weights the critic trains against (evaluation may see an EMA)
         if self.config.starts_from_denoiser:  # the critic starts as a copy of the denoiser: the same architecture
-            if self.config.teacher is not None:
-                _load_teacher_weights(self.teacher, model.velocity)
+            if self.config.teacher is not None:  # `build_run` loaded and checked it (si, this path, this model)
+                if not isinstance(self.teacher, nn.Module):
+                    raise RuntimeError("mgm's teacher is loaded by build_run (objective.teacher); none was given")
+                model.velocity.load_state_dict(self.teacher.state_dict())
             else:
                 self.denoiser = model.velocity
             critic = build("velocity") if build is not None else copy.deepcopy(model.velocity)
@@ -258,8 +253,8 @@ class MidpointGenerativeModel(Objective):
         return ("critic",) * self.config.critic_steps + ("model",)
 
     def loss(self, phase: str, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
-        if phase == "denoise":
-            return self._denoising(self._denoiser(), x1, generator)
+        if phase == "denoise":  # only with a warm-up, whose `attach` set the denoiser
+            return self._denoising(self.denoiser, x1, generator)
         if phase == "critic":
             return self.critic_loss(model, x1, generator)
         if phase == "model":
@@ -270,7 +265,6 @@ class MidpointGenerativeModel(Objective):
         """The generator loss (phase "model")."""
         return self.generator_loss(model, x1, generator)
 
-    # ------------------------------------------------------------------ draws
     def sample_times(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
         """t = (U (hi - lo) + lo)^rho with hi = t_max^(1/rho), lo = t_min^(1/rho): (n,), inside [t_min, t_max]."""
         rho = self.config.rho
@@ -287,11 +281,8 @@ class MidpointGenerativeModel(Objective):
         eps = torch.randn(x_data.shape, generator=generator, device=device)
         # The interpolant's own gamma (every kind is symmetric: gamma(t') = gamma(t), so it reveals nothing of B);
         # `sqrt` with scale a is the reference code's gamma(t)^2 = a t (1 - t).
-        interpolant, shape = self.interpolant, (-1, *[1] * (x_data.dim() - 1))
-        a, b, g = (
-            c.to(x_data.dtype).view(shape)
-            for c in (interpolant.alpha(t_obs), interpolant.beta(t_obs), interpolant.gamma(t_obs))
-        )
+        path = self.interpolant
+        a, b, g = (per_sample(c(t_obs).to(x_data.dtype), x_data) for c in (path.alpha, path.beta, path.gamma))
         y = a * x_gen + b * x_data + g * eps
         return MidpointDraw(t=t.to(x_data.dtype), y=y, displacement=x_data - x_gen)
 
@@ -301,13 +292,12 @@ class MidpointGenerativeModel(Objective):
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             return model(z)
 
-    # ------------------------------------------------------------------ losses
     def critic_loss(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
         """||f(Y, t) - D||^2 with G(z) detached: its minimiser is f = E[D | Y, t]."""
         critic = self._critic()
         draw = self.observe(x1, self._generate(model, x1, generator, grad=False), generator)
         f = critic(draw.t, draw.y)
-        loss = (f - draw.displacement).square().flatten(1).sum(dim=1)
+        loss = squared_norm(f - draw.displacement)
         return ObjectiveOutput(loss=loss, diagnostics=self._diagnostics(f))
 
     def generator_loss(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
@@ -330,7 +320,6 @@ class MidpointGenerativeModel(Objective):
             loss = -2 * (x_gen * f).flatten(1).sum(dim=1)
         return ObjectiveOutput(loss=loss, diagnostics=self._diagnostics(f))
 
-    # ------------------------------------------------------------------ sampling and helpers
     def sample(self, model: nn.Module, x0: Tensor, num_steps: int) -> SampleResult:
         """x = G(x0): a one-step generator, NFE = 1 whatever `num_steps` is (every K gives the same samples)."""
         if num_steps < 1:
@@ -354,11 +343,6 @@ class MidpointGenerativeModel(Objective):
         if phase == "critic":
             self._critic_trained = True
 
-    def _denoiser(self) -> nn.Module:
-        if self.denoiser is None:
-            raise RuntimeError("mgm's denoiser is the generator's velocity network, set by attach with denoiser_steps")
-        return self.denoiser
-
     def _critic(self) -> nn.Module:
         if self.critic is None:
             raise RuntimeError("mgm's critic is built by attach(model, dim); call it before training")
@@ -366,11 +350,4 @@ class MidpointGenerativeModel(Objective):
 
     @staticmethod
     def _diagnostics(f: Tensor) -> dict[str, Tensor]:
-        return {"mgm/divergence": f.detach().square().flatten(1).sum(dim=1).mean()}
-
-
-def _load_teacher_weights(teacher: nn.Module | None, velocity: nn.Module) -> None:
-    """Copy a teacher's weights (`build_run` loaded and checked it: an si run on this path, with this model config)."""
-    if not isinstance(teacher, nn.Module):
-        raise RuntimeError("mgm's teacher is loaded by build_run (objective.teacher); none was given")
-    velocity.load_state_dict(teacher.state_dict())
+        return {"mgm/divergence": squared_norm(f.detach()).mean()}

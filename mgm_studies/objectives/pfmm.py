@@ -12,7 +12,6 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from mgm_studies.interpolants import Interpolant
-from mgm_studies.objectives.base import ObjectiveOutput
 from mgm_studies.objectives.flow_map_base import FlowMapObjective, flow_map, per_sample
 from mgm_studies.objectives.itvm import (
     MIN_GAP,
@@ -84,32 +83,9 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
     def __init__(self, config: PFMMConfig, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         super().__init__(config, interpolant, teacher)
         self.needs_teacher = config.reference == "teacher"  # type: ignore[misc]  # per config, see the docstring
+        self.uses_target = config.reference == "ema"  # a teacher reference holds no network
         self.target = EMATarget(config.target_ema)
-        self._short_fraction: Tensor | None = None  # of the last off-diagonal batch, for the diagnostics
-
-    def attach(self, model: nn.Module, shape: int | tuple[int, ...], build=None) -> None:
-        if self.config.reference == "ema":  # a teacher reference holds no network
-            super().attach(model, shape, build)
-
-    def after_step(self, model: nn.Module, phase: str, step: int) -> None:
-        if self.config.reference == "ema":
-            super().after_step(model, phase, step)
-
-    def state_dict(self) -> dict:
-        return super().state_dict() if self.config.reference == "ema" else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if self.config.reference == "ema":
-            super().load_state_dict(state)
-
-    def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
-        if self.config.reference == "ema":
-            self.target.network  # noqa: B018 -- raises before `attach`, whatever the batch holds
-        output = super().__call__(model, x1, generator)
-        if self._short_fraction is not None:
-            output.diagnostics["time/short_pair_fraction"] = self._short_fraction
-            self._short_fraction = None
-        return output
+        self._terms = {}
 
     def reference_map(self, s: Tensor, t: Tensor, x: Tensor) -> Tensor:
         """Xc(s, t, x), no gradient: K Heun steps of the teacher, or the EMA target's flow map."""
@@ -130,7 +106,7 @@ class ProgressiveFlowMapMatching(TargetNetworkHooks, FlowMapObjective):
         self, model: nn.Module, s: Tensor, t: Tensor, xs: Tensor, generator: torch.Generator
     ) -> Tensor:
         r, short = split_pairs(self.config, s, t, generator)
-        self._short_fraction = short.to(xs.dtype).mean()
+        self._terms = {"time/short_pair_fraction": short.to(xs.dtype).mean()}
         with torch.no_grad():
             target = self.reference_map(r, t, self.reference_map(s, r, xs))
             gap = t - s

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from mgm_studies.configbase import StrictModel
 from mgm_studies.interpolants import Interpolant
-from mgm_studies.objectives.base import Objective, ObjectiveOutput
-from mgm_studies.objectives.time_laws import TimeLawConfig, sample_times
+from mgm_studies.objectives.base import Objective, ObjectiveOutput, squared_norm
+from mgm_studies.objectives.time_laws import TimeLawConfig
 from mgm_studies.sampling import SAMPLERS, SampleResult, VelocityFn
 
 
@@ -35,13 +35,8 @@ class StochasticInterpolantObjective(Objective):
         self.config = config
 
     def __call__(self, model: nn.Module, x1: Tensor, generator: torch.Generator) -> ObjectiveOutput:
-        n = x1.shape[0]
-        x0 = self.interpolant.noise(tuple(x1.shape), generator, device=x1.device)
-        z = torch.randn(x1.shape, generator=generator, device=x1.device)
-        t = sample_times(self.config.time_law, n, generator, x1.device)
-        path = self.interpolant.sample(x0, x1, z, t)
-        residual = model(path.t, path.xt) - path.dxt
-        return ObjectiveOutput(loss=residual.square().flatten(1).sum(dim=1))
+        path = self.draw_path(x1, self.config.time_law, generator)
+        return ObjectiveOutput(loss=squared_norm(model(path.t, path.xt) - path.dxt))
 
     def sample(self, model: nn.Module, x0: Tensor, num_steps: int) -> SampleResult:
         return SAMPLERS[self.config.sampler](model, x0, num_steps)

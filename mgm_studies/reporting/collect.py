@@ -1,9 +1,10 @@
 """A study's sweep read back from MLflow: the parent run and one row per trial (the report's only input).
 
-What the sweep wrote (`studies/mlflow_sweep.py`, `studies/sweep.py`): an experiment named after the study; a parent run
-per sweep (tag `mgm.kind=sweep`; params `swept`, `metric`, `mode`, `seeds`, `search.*`); a child run per trial (tag
-`mgm.kind=trial`, `mlflow.parentRunId`, `mgm.trial_params` = the trial's axis labels as JSON, `mgm.status`; the
-flattened run config as params; `kl/nfe-K`, ... at their evaluation steps).
+What the sweep wrote (`studies/mlflow_sweep.py`, `studies/parent_run.py`; every name from `names.py`): an experiment
+named after the study; a parent run per sweep (tag `mgm.kind=sweep`; params `swept`, `metric`, `mode`, `seeds`,
+`search.*`); a child run per trial (tag `mgm.kind=trial`, `mlflow.parentRunId`, `mgm.trial_params` = the trial's axis
+labels as JSON, `mgm.status`; the flattened run config as params; `kl/nfe-K`, ... at their evaluation steps). It
+imports neither torch nor Ray (tests/test_names.py).
 """
 
 from __future__ import annotations
@@ -15,21 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from mgm_studies import names
 from mgm_studies.configbase import ConfigError
 from mgm_studies.tracking_store import StoreUnreachable, check_reachable, shown, sqlite_path
-from mgm_studies.training.ray_train import DIVERGED_VALUE
 
-TAG_KIND, TAG_SWEEP, TAG_STATUS, TAG_PARAMS = "mgm.kind", "mgm.sweep", "mgm.status", "mgm.trial_params"
-EVAL_METRIC = re.compile(r"^(?P<family>[a-z0-9_]+)/nfe-(?P<k>\d+)$")
-NOT_QUALITY = {"fevals"}  # per-NFE counters, not quality metrics
-SEED = "train.seed"
 # The fixed columns of the trial table (then one column per axis, then one per final metric).
 COLUMNS = [
     "run_id",
     "run_name",
     "trial_id",
     "status",
-    SEED,
+    names.SEED,
     "start_time",
     "end_time",
     "duration_s",
@@ -55,7 +52,6 @@ class StudyData:
     experiment_id: str
     sweep_run_id: str
     sweep_name: str
-    sweep_start: pd.Timestamp
     sweep_end: pd.Timestamp | None  # None while the sweep is running
     search: dict[str, str]  # the parent's params (search.algorithm, seeds, ...)
     axes: list[str]  # swept keys, in the space's order
@@ -112,7 +108,7 @@ def ui_address(tracking_uri: str) -> tuple[str, str | None]:
     return address, f"mlflow ui --backend-store-uri {portable(tracking_uri)} --host 127.0.0.1 --port 5000"
 
 
-def _client(tracking_uri: str):
+def read_client(tracking_uri: str):
     """A client for the store, refusing (TrackingUnreachable) one that cannot be read: reading must never create a
     SQLite file, and a server that does not answer fails fast instead of after MLflow's minutes of retries."""
     from mlflow.tracking import MlflowClient
@@ -137,15 +133,17 @@ def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = N
 
     Raises ConfigError (exit 2) for an unknown study, a study without sweeps or trials, or an unknown sweep id;
     TrackingUnreachable (exit 1) when the store cannot be read."""
-    client = _client(tracking_uri)
+    client = read_client(tracking_uri)
     experiment = client.get_experiment_by_name(study)
     if experiment is None:
-        names = sorted(e.name for e in client.search_experiments(max_results=200))
+        known = sorted(e.name for e in client.search_experiments(max_results=200))
         raise ConfigError.single(
-            "STUDY", f"no study {study!r} in {shown(tracking_uri)}; its studies: {', '.join(names) or 'none'}"
+            "STUDY", f"no study {study!r} in {shown(tracking_uri)}; its studies: {', '.join(known) or 'none'}"
         )
     eid = experiment.experiment_id
-    sweeps = client.search_runs([eid], filter_string=f"tags.`{TAG_KIND}` = 'sweep'", order_by=["start_time DESC"])
+    sweeps = client.search_runs(
+        [eid], filter_string=f"tags.`{names.TAG_KIND}` = '{names.KIND_SWEEP}'", order_by=["start_time DESC"]
+    )
     if not sweeps:
         raise ConfigError.single(
             "STUDY", f"study {study!r} has no sweep in {shown(tracking_uri)} (run `mgm-studies sweep`)"
@@ -162,7 +160,7 @@ def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = N
     run_id = parent.info.run_id
     children = client.search_runs(
         [eid],
-        filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and tags.`{TAG_KIND}` = 'trial'",
+        filter_string=f"tags.`{names.TAG_PARENT}` = '{run_id}' and tags.`{names.TAG_KIND}` = '{names.KIND_TRIAL}'",
         max_results=50_000,
     )
     if not children:
@@ -174,23 +172,22 @@ def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = N
     address, hint = ui_address(tracking_uri)
     trials = _trial_table(children, axes, address, eid)
     option_names = _option_names(client, run_id)
-    for axis, names in option_names.items():  # option-3 -> "s_plus_tau clamp tau=0.2"
+    for axis, shown_as in option_names.items():  # option-3 -> "s_plus_tau clamp tau=0.2"
         if axis in trials:
-            trials[axis] = trials[axis].map(lambda v, names=names: names.get(v, v))
+            trials[axis] = trials[axis].map(lambda v, shown_as=shown_as: shown_as.get(v, v))
     eval_metrics = _eval_metrics(trials.columns)
     trials = trials[COLUMNS + axes + eval_metrics]
     fevals: dict[int, set[float]] = {}
     for run in children:
         for name, value in run.data.metrics.items():
-            if (match := EVAL_METRIC.match(name)) and match["family"] == "fevals":
-                fevals.setdefault(int(match["k"]), set()).add(float(value))
+            if (parsed := names.parse_eval_metric(name)) and parsed[0] in names.COUNTERS:
+                fevals.setdefault(parsed[1], set()).add(float(value))
     return StudyData(
         study=study,
         tracking_uri=tracking_uri,
         experiment_id=eid,
         sweep_run_id=run_id,
-        sweep_name=parent.data.tags.get(TAG_SWEEP, run_id),
-        sweep_start=_time(parent.info.start_time),
+        sweep_name=parent.data.tags.get(names.TAG_SWEEP, run_id),
         sweep_end=_time(parent.info.end_time),
         search=params,
         axes=axes,
@@ -202,7 +199,7 @@ def collect_study(study: str, *, tracking_uri: str, sweep_run_id: str | None = N
         ui_hint=hint,
         sweeps=[r.info.run_id for r in sweeps],
         fevals={k: sorted(v) for k, v in sorted(fevals.items())},
-        claims=json.loads(parent.data.tags.get("mgm.claims", "[]")),
+        claims=json.loads(parent.data.tags.get(names.TAG_CLAIMS, "[]")),
         option_names=option_names,
     )
 
@@ -215,33 +212,33 @@ def _trial_table(runs, axes: list[str], address: str, experiment_id: str) -> pd.
     rows = []
     for run in runs:
         tags, params, info = run.data.tags, run.data.params, run.info
-        labels = json.loads(tags.get(TAG_PARAMS, "{}"))
+        labels = json.loads(tags.get(names.TAG_TRIAL_PARAMS, "{}"))
         start, end = _time(info.start_time), _time(info.end_time)
         workers = int(params.get("resources.workers", 1))
         row = {
             "run_id": info.run_id,
             "run_name": info.run_name,
-            "trial_id": tags.get("mgm.trial_id", ""),
-            "status": tags.get(TAG_STATUS, "running"),
-            SEED: int(params.get(SEED, labels.get(SEED, 0))),
+            "trial_id": tags.get(names.TAG_TRIAL, ""),
+            "status": tags.get(names.TAG_STATUS, "running"),
+            names.SEED: int(params.get(names.SEED, labels.get(names.SEED, 0))),
             "start_time": start,
             "end_time": end,
             "duration_s": (end - start).total_seconds() if start is not None and end is not None else float("nan"),
-            "last_step": int(tags.get("mgm.last_step", 0)),
+            "last_step": int(tags.get(names.TAG_LAST_STEP, 0)),
             "workers": workers,
             "cpus": workers * float(params.get("resources.cpus_per_worker", 1)),
             "gpus": workers * float(params.get("resources.gpus_per_worker", 0)),
             "url": f"{address}/#/experiments/{experiment_id}/runs/{info.run_id}",
-            "error": _first_line(tags.get("mgm.error", "")) if tags.get(TAG_STATUS) == "error" else "",
+            "error": _first_line(tags.get(names.TAG_ERROR, "")) if tags.get(names.TAG_STATUS) == "error" else "",
         }
         for axis in axes:  # the searcher's label (a choice's name, a sampled float), else the config's value
             row[axis] = labels[axis] if axis in labels else params.get(axis)
         diverged = row["status"] == "diverged"
         for name, value in run.data.metrics.items():
-            match = EVAL_METRIC.match(name)
-            if match and match["family"] not in NOT_QUALITY:
-                # A diverged trial's last report holds the sweep's sentinel (ray_train.DIVERGED_VALUE), not a value.
-                row[name] = float("nan") if diverged and abs(value) >= DIVERGED_VALUE else float(value)
+            parsed = names.parse_eval_metric(name)
+            if parsed and parsed[0] not in names.COUNTERS:
+                # A diverged trial's last report holds the sweep's sentinel (names.DIVERGED_VALUE), not a value.
+                row[name] = float("nan") if diverged and abs(value) >= names.DIVERGED_VALUE else float(value)
         rows.append(row)
     table = pd.DataFrame(rows)
     for axis in axes:  # one type per column (Parquet needs it): numbers stay numbers, anything mixed becomes text
@@ -268,7 +265,7 @@ def _option_names(client, run_id: str) -> dict[str, dict[str, str]]:
         axes = {key: Axis.model_validate(spec) for key, spec in space.items()}
     except Exception:  # an old sweep, a file edited by hand: the positional labels are still correct
         return {}
-    return {key: names for key, axis in axes.items() if (names := axis.display_names())}
+    return {key: shown_as for key, axis in axes.items() if (shown_as := axis.display_names())}
 
 
 def _first_line(error: str, limit: int = 200) -> str:
@@ -284,15 +281,11 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\
 
 
 def _eval_metrics(columns) -> list[str]:
-    found = [c for c in columns if isinstance(c, str) and EVAL_METRIC.match(c)]
-    return sorted(found, key=lambda c: (EVAL_METRIC.match(c)["family"], int(EVAL_METRIC.match(c)["k"])))
+    found = {c: parsed for c in columns if isinstance(c, str) and (parsed := names.parse_eval_metric(c))}
+    return sorted(found, key=found.get)
 
 
 def nfe_ladder(data: StudyData, family: str) -> list[tuple[int, str]]:
     """[(K, "family/nfe-K")] of the metrics measured for `family` (e.g. "kl"), by K."""
-    ladder = []
-    for name in data.eval_metrics:
-        match = EVAL_METRIC.match(name)
-        if match["family"] == family:
-            ladder.append((int(match["k"]), name))
-    return ladder
+    parsed = {name: names.parse_eval_metric(name) for name in data.eval_metrics}
+    return [(k, name) for name, (found, k) in parsed.items() if found == family]

@@ -1,12 +1,13 @@
-"""The report's figures (matplotlib, headless), each saved as a PNG by the caller.
+"""The report's figures (matplotlib, headless), saved as PNGs under the report's figures/ by a `FigureWriter`.
 
-Inputs are the tables of `tables.py` and histories read by `build.py`; nothing here reads MLflow.
+Inputs are the tables of `tables.py` and histories read by `figure_section.py`; nothing here reads MLflow.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import matplotlib
 
@@ -19,6 +20,15 @@ from matplotlib.figure import Figure
 from mgm_studies.reporting.tables import FINISHED, finished_trials
 
 _COLORS = plt.get_cmap("tab10")
+FIGURES = "figures"  # the report's folder of figures
+
+
+def _finish(fig: Figure, ax, *, legend: int = 7) -> Figure:
+    """How a one-panel line figure ends: a light grid, the legend, a tight layout."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend)
+    fig.tight_layout()
+    return fig
 
 
 def metric_vs_axis(leveled: pd.DataFrame, levels: list[str], axis: str, metric: str) -> Figure:
@@ -34,8 +44,7 @@ def metric_vs_axis(leveled: pd.DataFrame, levels: list[str], axis: str, metric: 
             ax.errorbar(i + 0.25, values.mean(), yerr=spread, fmt="o", color="tab:blue", capsize=4, zorder=3)
     ax.set_xticks(range(len(levels)), levels, rotation=20 if max(map(len, levels), default=0) > 8 else 0)
     ax.set_xlim(-0.6, len(levels) - 0.4)
-    ax.set_xlabel(axis)
-    ax.set_ylabel(metric)
+    ax.set(xlabel=axis, ylabel=metric)
     ax.set_title(f"{metric} by {axis} (dots: trials; blue: mean ± std)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -57,13 +66,9 @@ def nfe_ladder(leveled: pd.DataFrame, levels: list[str], axis: str | None, ladde
         ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=label, color=_COLORS(i % 10))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("sampling steps (NFE)")
-    ax.set_ylabel(ladder[0][1].split("/")[0] if ladder else "")
+    ax.set(xlabel="sampling steps (NFE)", ylabel=ladder[0][1].split("/")[0] if ladder else "")
     ax.set_title(f"quality vs steps{f', by {axis}' if axis else ''}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, legend=8)
 
 
 def loss_curves(
@@ -95,8 +100,7 @@ def loss_curves(
         values = [np.asarray(line.get_ydata()) for line in ax.lines]
         if values and all(np.all(v > 0) for v in values if len(v)):
             ax.set_yscale("log")
-        ax.set_xlabel("training step")
-        ax.set_ylabel(metric)
+        ax.set(xlabel="training step", ylabel=metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     title = f"{metric} of the best trials" + (" (own scale each: different objectives)" if separate else "")
@@ -124,15 +128,11 @@ def metric_curves(
             ax.plot(steps[-1:], values[-1:], marker="x", color=color, markersize=7)
     if any(s for *_, s in curves):
         ax.plot([], [], color="grey", linestyle="--", marker="x", label="stopped early")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(metric)
+    ax.set(xlabel="training step", ylabel=metric)
     ax.set_title(
         f"{metric} during training, every trial ({'lower' if mode == 'min' else 'higher'} is better)", fontsize=9
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax)
 
 
 def importance_bars(importances: dict[str, float], *, evaluator: str, metric: str) -> Figure:
@@ -212,8 +212,20 @@ def parameter_importance(
     return None
 
 
-def close(fig: Figure) -> None:
-    plt.close(fig)
+class FigureWriter:
+    """Saves figures under figures/ of the report being built (`root`); returns their paths relative to it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / FIGURES).mkdir(parents=True)
+
+    def save(self, name: str, fig: Figure) -> str:
+        path = f"{FIGURES}/{name}.png"
+        try:
+            fig.savefig(self.root / path, dpi=100)
+        finally:
+            plt.close(fig)
+        return path
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str, *, modes: tuple[str, str], labels: list[str]) -> Figure:
@@ -229,10 +241,7 @@ def pareto_front(points: pd.DataFrame, x: str, y: str, *, modes: tuple[str, str]
     ax.set_xlabel(f"{x} ({'lower' if modes[0] == 'min' else 'higher'} is better)")
     ax.set_ylabel(f"{y} ({'lower' if modes[1] == 'min' else 'higher'} is better)")
     ax.set_title("configuration means over seeds", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax)
 
 
 def compare_levels(points: list[tuple[str, str, object]], levels: list[str], *, axis: str, metric: str) -> Figure:
@@ -253,9 +262,5 @@ def compare_levels(points: list[tuple[str, str, object]], levels: list[str], *, 
             errors[1].append(interval.high - interval.mean if spread else 0.0)
         ax.errorbar(xs, ys, yerr=errors, fmt="o", color=_COLORS(i % 10), capsize=3, label=study)
     ax.set_xticks(range(len(levels)), levels, rotation=20 if len(levels) > 4 else 0)
-    ax.set_xlabel(axis)
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    ax.set(xlabel=axis, ylabel=metric)
+    return _finish(fig, ax)

@@ -10,6 +10,7 @@
   finish.
 - The best configuration is compared with the runner-up the same way (paired by seed), so a report says when the
   winner is not distinguishable from it.
+- Claims (`claims.py`) compare their values with `against`, as an ablation compares its levels with the best one.
 
 Only `finished` trials enter a mean: a diverged or failed trial has no final metric, and a trial stopped early by a
 scheduler was measured at fewer steps than the others.
@@ -22,8 +23,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from mgm_studies.names import SEED
 from mgm_studies.reporting import stats
-from mgm_studies.reporting.collect import SEED, StudyData
+from mgm_studies.reporting.collect import StudyData
 
 MAX_LEVELS = 8
 BINS = 4
@@ -32,9 +34,7 @@ FINISHED = "finished"
 
 def fmt(value) -> str:
     """An axis value as the report shows it (floats to 4 significant digits)."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def levels(data: StudyData) -> tuple[pd.DataFrame, dict[str, list[str]]]:
@@ -68,7 +68,7 @@ class Best:
     n: int
     run_id: str  # its best single trial
     url: str
-    interval: stats.Interval | None = None  # 95 % interval of the mean over seeds
+    interval: stats.Interval  # 95 % interval of the mean over seeds
     runner_up: dict[str, str] | None = None  # the second-best configuration (None: only one)
     versus_runner_up: stats.Comparison | None = None  # runner-up minus best, paired by seed
 
@@ -93,19 +93,9 @@ def best_configuration(leveled: pd.DataFrame, axes: list[str], metric: str, mode
         runner_up = {axis: str(ranked.iloc[1][axis]) for axis in axes}
         second = _members(done, runner_up)
         versus = stats.judge([stats.compare(_by_seed(second, metric), _by_seed(members, metric))], mode)[0]
-    return Best(
-        metric=metric,
-        mode=mode,
-        config=config,
-        mean=float(row["mean"]),
-        std=_std(row["std"]),
-        n=int(row["count"]),
-        run_id=str(top["run_id"]),
-        url=str(top["url"]),
-        interval=stats.mean_interval(members[metric].tolist()),
-        runner_up=runner_up,
-        versus_runner_up=versus,
-    )
+    interval = stats.mean_interval(members[metric].tolist())
+    mean, std, n = float(row["mean"]), _std(row["std"]), int(row["count"])
+    return Best(metric, mode, config, mean, std, n, str(top["run_id"]), str(top["url"]), interval, runner_up, versus)
 
 
 def finished_trials(leveled: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -182,7 +172,7 @@ def ablation(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[str]
     return Ablation(axis=axis, metric=metric, best=best, rows=table, best_level=best_level)
 
 
-def _against(finished, axis: str, others: list[str], metric: str, reference: str, levels: list[str], mode: str):
+def against(finished, axis: str, others: list[str], metric: str, reference: str, levels: list[str], mode: str):
     """Each level of `axis` in `levels` minus `reference`, paired by seed and the levels of `others` where the sweep
     pairs them; Holm-adjusted over these comparisons, with verdicts (stats.judge)."""
     blocks = _by_seed(finished[finished[axis] == reference], metric, others)
@@ -202,7 +192,7 @@ def _compare_with_best(table: pd.DataFrame, finished, axis: str, others: list[st
     best_level = str(table.loc[best_index, "level"])
     indices = [i for i in scored.index if i != best_index]
     levels = [table.loc[i, "level"] for i in indices]
-    for i, c in zip(indices, _against(finished, axis, others, metric, best_level, levels, mode), strict=True):
+    for i, c in zip(indices, against(finished, axis, others, metric, best_level, levels, mode), strict=True):
         table.loc[i, ["diff", "diff_low", "diff_high", "p", "p_adjusted"]] = [c.diff, c.low, c.high, c.p, c.p_adjusted]
         table.loc[i, ["paired", "pairs", "verdict"]] = [c.paired, c.n, c.verdict]
     table.loc[best_index, "verdict"] = stats.BEST
@@ -221,116 +211,3 @@ def compute_hours(data: StudyData) -> tuple[float, str]:
     if (trials["gpus"] > 0).any():
         return float((trials["duration_s"] * trials["gpus"]).sum() / 3600), "GPU"
     return float((trials["duration_s"] * trials["cpus"]).sum() / 3600), "CPU"
-
-
-@dataclass
-class ClaimCheck:
-    """A claim of the space read against the trials: each value it is compared with (its own mean and the claimed
-    best value's difference to it, Holm-adjusted over the claim's comparisons), and the outcome."""
-
-    statement: str
-    axis: str
-    metric: str
-    best: str
-    relation: str
-    best_interval: stats.Interval
-    rows: list[tuple[str, stats.Interval, stats.Comparison]]  # (other value, its interval, other minus best)
-    outcome: str  # "holds", "does not hold", "not shown", or "cannot be read"
-    reason: str
-
-
-def check_claim(leveled: pd.DataFrame, order: dict[str, list[str]], axes: list[str], claim: dict, mode: str):
-    """Read `claim` (a ClaimSpec as JSON) against the finished trials; `mode` is the claim metric's."""
-    axis, metric, relation = claim["axis"], claim["metric"], claim.get("relation", "better")
-    best = fmt(claim["best"])
-    against = [fmt(v) for v in claim.get("against") or []] or [lv for lv in order.get(axis, []) if lv != best]
-    finished = finished_trials(leveled, metric)
-    for key, value in (claim.get("where") or {}).items():
-        finished = finished[finished[key] == fmt(value)] if key in finished else finished[:0]
-    empty = stats.mean_interval([])
-
-    def cannot(reason: str) -> ClaimCheck:
-        return ClaimCheck(claim["statement"], axis, metric, best, relation, empty, [], "cannot be read", reason)
-
-    if axis not in axes or best not in order.get(axis, []):
-        return cannot(f"{axis}={best} is not among the swept values")
-    others = [a for a in axes if a != axis and a not in (claim.get("where") or {})]
-    reference = finished[finished[axis] == best]
-    if reference.empty:
-        return cannot(f"no finished trial at {axis}={best} reported {metric}")
-    kept = [
-        (level, stats.mean_interval(arm[metric].tolist()))
-        for level in against
-        if not (arm := finished[finished[axis] == level]).empty
-    ]
-    if not kept:
-        return cannot(f"no finished trial at the values it is compared with ({', '.join(against)})")
-    # Other minus best: "worse" means the claimed best beats it.
-    judged = _against(finished, axis, others, metric, best, [level for level, _ in kept], mode)
-    rows = [(level, interval, c) for (level, interval), c in zip(kept, judged, strict=True)]
-    lost = [level for level, _, c in rows if c.verdict == stats.BETTER]
-    untested = [level for level, _, c in rows if c.verdict == stats.TOO_FEW]
-    unclear = [level for level, _, c in rows if c.verdict == stats.NOISE]
-    ahead = [level for level, _, c in rows if (c.diff < 0) == (mode == "min") and c.diff != 0]
-    if lost:
-        outcome, reason = "does not hold", f"{', '.join(lost)} did significantly better than {best}"
-    elif relation == "not_worse":
-        outcome = "not shown" if untested else "holds"
-        reason = "no value did significantly better" + (f" (untested: {', '.join(untested)})" if untested else "")
-        if ahead:
-            reason += f"; {', '.join(ahead)} had the better mean, within noise"
-    elif untested or unclear:
-        outcome = "not shown"
-        parts = []
-        if unclear:
-            parts.append(f"against {', '.join(unclear)} the difference is within noise")
-        if untested:
-            parts.append(f"too few trials to test {', '.join(untested)}")
-        if ahead:
-            parts.append(f"{', '.join(ahead)} had the better mean")
-        reason = "; ".join(parts)
-    else:
-        outcome, reason = "holds", f"{best} did significantly better than each of {', '.join(lv for lv, _ in kept)}"
-    return ClaimCheck(
-        claim["statement"],
-        axis,
-        metric,
-        best,
-        relation,
-        stats.mean_interval(reference[metric].tolist()),
-        rows,
-        outcome,
-        reason,
-    )
-
-
-@dataclass
-class Pareto:
-    """Configurations (combinations of levels) with their mean of each metric over finished trials; `front` marks
-    the non-dominated ones: no other configuration is at least as good on every metric and better on one."""
-
-    metrics: list[str]
-    modes: list[str]
-    rows: pd.DataFrame  # the axes' levels, one column per metric (mean), n, front (bool)
-
-
-def pareto(leveled: pd.DataFrame, axes: list[str], metrics: list[str], modes: list[str]) -> Pareto | None:
-    """The Pareto front of a multi-objective sweep over configuration means; None when no configuration finished
-    with every metric."""
-    done = leveled[(leveled["status"] == FINISHED)]
-    for metric in metrics:
-        done = done[done[metric].notna()] if metric in done else done[:0]
-    if done.empty:
-        return None
-    grouped = (done.groupby(axes, sort=False) if axes else done.groupby(lambda _: 0))[metrics].mean()
-    counts = (done.groupby(axes, sort=False) if axes else done.groupby(lambda _: 0)).size()
-    rows = grouped.reset_index() if axes else grouped.reset_index(drop=True)
-    rows["n"] = counts.to_numpy()
-    # Signs so that lower is better for every metric.
-    signed = rows[metrics].to_numpy() * [1.0 if mode == "min" else -1.0 for mode in modes]
-    front = []
-    for i, point in enumerate(signed):
-        dominated = any((other <= point).all() and (other < point).any() for j, other in enumerate(signed) if j != i)
-        front.append(not dominated)
-    rows["front"] = front
-    return Pareto(metrics=list(metrics), modes=list(modes), rows=rows)

@@ -11,8 +11,7 @@ every `HEARTBEAT_S`, so `mgm.live.updated` tells a live driver from a dead one):
 - `live/eta_s`, and the tag `mgm.live.eta` (the estimate in words, and what it rests on); `mgm.live.updated` (UTC).
 
 One `log_batch` per update, at step = seconds since the sweep started (strictly increasing, across resumes too), so
-the MLflow UI draws these as curves over time. The final summary (`sweep._summarise`) writes the same names once
-more, after the last live step. `mgm-studies status` (`studies/status.py`) prints the same from the store.
+the MLflow UI draws these as curves over time; the final summary (`write_final`) writes the same names once more.
 """
 
 from __future__ import annotations
@@ -25,14 +24,11 @@ from typing import Any
 
 from mlflow.entities import Metric, RunTag
 
-from mgm_studies.tracking import TAG_STATUS
+from mgm_studies import names
 
-STATUSES = ("running", "finished", "diverged", "stopped", "error", "interrupted")  # the values of `mgm.status`
-DONE = ("finished", "diverged", "stopped", "error")  # a trial that will not run again
-PARAM_PLANNED = "trials.planned"  # the parent's: how many trials the sweep asks Tune for
-METRIC_ETA, TAG_ETA, TAG_UPDATED = "live/eta_s", "mgm.live.eta", "mgm.live.updated"
 LIVE_INTERVAL_S = 5.0
 HEARTBEAT_S = 60.0
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # `mgm.live.updated`
 
 
 @dataclass
@@ -50,7 +46,7 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class LiveSummary:
-    counts: dict[str, int]  # every status of STATUSES (zeros included), and "pending" when the plan is known
+    counts: dict[str, int]  # every status of names.STATUSES (zeros included), and "pending" when the plan is known
     best: dict[str, tuple[float, TrialRecord]]  # metric -> (value, its trial), over finished trials
     planned: int | None
     done: int
@@ -90,12 +86,12 @@ def summarise(
     (`peak_running`: the cluster's resources bound it, not only max_concurrent), at most `max_concurrent`. ETA =
     the larger of the longest running trial's remainder and work / slots; 0 once the plan is done.
     """
-    counts = dict.fromkeys(STATUSES, 0)
+    counts = dict.fromkeys(names.STATUSES, 0)
     for record in records:
         counts[record.status] = counts.get(record.status, 0) + 1
     if planned is not None:
         counts["pending"] = max(planned - len(records), 0)
-    done = [r for r in records if r.status in DONE]
+    done = [r for r in records if r.status in names.DONE]
     running = [r for r in records if r.status == "running"]
     durations = [r.end_s - r.start_s for r in done if r.end_s is not None]
     mean = sum(durations) / len(durations) if durations else None
@@ -123,9 +119,9 @@ def parent_batch(summary: LiveSummary, *, step: int, now: float, eta_text: str |
     metrics = [Metric(f"trials/{status}", float(n), ms, step) for status, n in summary.counts.items()]
     metrics += [Metric(f"best/{metric}", float(value), ms, step) for metric, (value, _) in summary.best.items()]
     if summary.eta_s is not None:
-        metrics.append(Metric(METRIC_ETA, float(summary.eta_s), ms, step))
+        metrics.append(Metric(names.METRIC_ETA, float(summary.eta_s), ms, step))
     tags = [RunTag(f"mgm.best_run.{metric}", record.run_id) for metric, (_, record) in summary.best.items()]
-    tags += [RunTag(TAG_ETA, eta_text or summary.eta_text()), RunTag(TAG_UPDATED, utc(now))]
+    tags += [RunTag(names.TAG_LIVE_ETA, eta_text or summary.eta_text()), RunTag(names.TAG_LIVE_UPDATED, utc(now))]
     return metrics, tags
 
 
@@ -140,7 +136,7 @@ def last_step(client, parent_run_id: str) -> int:
 
 
 def planned_of(params: dict[str, str]) -> int | None:
-    value = params.get(PARAM_PLANNED)
+    value = params.get(names.PARAM_PLANNED)
     return int(value) if value is not None else None
 
 
@@ -148,8 +144,8 @@ def record_planned(client, parent_run_id: str, planned: int) -> None:
     """Log `trials.planned` on the parent (what `report` and `status` count "N of M" against). A parent that a
     fresh Tune experiment takes over (an earlier attempt failed before Tune started) keeps its first number: MLflow
     params never change."""
-    if PARAM_PLANNED not in client.get_run(parent_run_id).data.params:
-        client.log_param(parent_run_id, PARAM_PLANNED, str(planned))
+    if names.PARAM_PLANNED not in client.get_run(parent_run_id).data.params:
+        client.log_param(parent_run_id, names.PARAM_PLANNED, str(planned))
 
 
 def record_of(run) -> TrialRecord:
@@ -157,24 +153,21 @@ def record_of(run) -> TrialRecord:
     info, tags = run.info, run.data.tags
     return TrialRecord(
         run_id=info.run_id,
-        status=tags.get(TAG_STATUS, "running"),
+        status=tags.get(names.TAG_STATUS, "running"),
         start_s=info.start_time / 1000,
         end_s=info.end_time / 1000 if info.end_time else None,
         values=dict(run.data.metrics),
-        labels=json.loads(tags.get("mgm.trial_params", "{}")),
+        labels=json.loads(tags.get(names.TAG_TRIAL_PARAMS, "{}")),
     )
 
 
 def children(client, experiment_id: str, parent_run_id: str) -> list:
-    return client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`mgm.kind` = 'trial'",
-        max_results=50_000,
-    )
+    query = f"tags.`{names.TAG_PARENT}` = '{parent_run_id}' and tags.`{names.TAG_KIND}` = '{names.KIND_TRIAL}'"
+    return client.search_runs([experiment_id], filter_string=query, max_results=50_000)
 
 
 def utc(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    return time.strftime(UTC_FORMAT, time.gmtime(seconds))
 
 
 def format_duration(seconds: float | None) -> str:
@@ -249,6 +242,6 @@ def write_final(client, parent, records: list[TrialRecord], study, *, interrupte
     text = f"interrupted: {summary.done} of {planned if planned is not None else '?'} trials done"
     metrics, tags = parent_batch(summary, step=step, now=now, eta_text=text if interrupted else "done")
     if interrupted:
-        metrics = [m for m in metrics if m.key != METRIC_ETA]
+        metrics = [m for m in metrics if m.key != names.METRIC_ETA]
     client.log_batch(run_id, metrics=metrics, tags=tags)
     return summary

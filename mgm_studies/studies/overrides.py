@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgm_studies.configbase import ConfigError
+from mgm_studies.loading import resolve_paths
+from mgm_studies.names import SEED
 from mgm_studies.yaml_input import apply_overrides, split_override
 
 RESOURCES = "resources"
-_SEED = "train.seed"
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,6 @@ class Override:
     def shown(self) -> str:
         """As given on the command line: `KEY=VALUE`, or `--gpus-per-trial=0.25`."""
         return self.text if self.option.startswith("--set") else f"{self.option}={self.text.partition('=')[2]}"
-
-
-def is_resource_key(key: str) -> bool:
-    """Whether a dotted key is in the `resources` section (where a trial runs, not what it trains)."""
-    return key == RESOURCES or key.startswith(RESOURCES + ".")
 
 
 def sweep_overrides(
@@ -89,14 +85,14 @@ def apply_to_base(base: dict, overrides: list[Override], axes: Collection[str]) 
     validated; a ConfigError names the override's option. A key swept by the space (or inside a swept section), or
     the seed, is refused: every trial would replace the override."""
     from mgm_studies.config import parse_run_config
-    from mgm_studies.studies.space import resolve_paths
-    from mgm_studies.studies.space_checks import check_files
+    from mgm_studies.studies.space_checks import check_files, get_dotted, no_such_field
+    from mgm_studies.studies.space_spec import set_dotted
 
     data = copy.deepcopy(base)
     for override in overrides:
         key = override.key
         swept = [axis for axis in axes if key == axis or key.startswith(axis + ".")]
-        if swept or key == _SEED:
+        if swept or key == SEED:
             why = f"swept by the space (space.{swept[0]})" if swept else "set by the space's `seeds`"
             raise ConfigError.single(override.option, f"{key} is {why}: each trial would replace this override")
         text = override.text
@@ -107,18 +103,14 @@ def apply_to_base(base: dict, overrides: list[Override], axes: Collection[str]) 
             apply_overrides(data, [text])
         except ConfigError as exc:
             raise ConfigError([(override.option, message) for _, message in exc.problems]) from None
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node[part]
-        node[leaf] = resolve_paths(node[leaf], key, Path.cwd())
+        set_dotted(data, key, resolve_paths(get_dotted(data, key), key, Path.cwd()))
         try:
             check_files(parse_run_config(data), {})  # named files exist, a config teacher fits
         except ConfigError as exc:
             field, message = exc.problems[0]
             message = message.removeprefix("Value error, ")
             if message == "Extra inputs are not permitted":  # pydantic's words for a key its model does not have
-                message = f"not a run-config field: {field!r} is not accepted"
+                message = f"not a run-config field: {no_such_field(data, field)}"
             raise ConfigError.single(override.option, f"{field}: {message}" if field != key else message) from None
     return data
 
@@ -127,6 +119,3 @@ def _decimal(value: float) -> str:
     """`value` as YAML reads a float (YAML 1.1 takes `1e-05` for a string): fixed point."""
     text = f"{value:.15f}".rstrip("0")
     return text + "0" if text.endswith(".") else text
-
-
-__all__ = ["Override", "apply_to_base", "is_resource_key", "sweep_overrides"]

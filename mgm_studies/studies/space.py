@@ -1,13 +1,9 @@
 """Search spaces: a base run config, the dotted keys to vary and how, the metric(s) to optimise, and the seeds.
 
-A space file (platform.md, "Search space (YAML)") is validated as far as it can be without training anything: the
-base must be a valid run config, every axis value (each choice, both ends of a range) must make a valid run config
-when applied to the base, and the metric must be one the trials report. Every problem is a `ConfigError` naming
-`space.<dotted key>`, `base.<field>`, `metric`, `search.<field>` ...
-
-This module reads a space file or mapping (relative file names made absolute, pydantic errors turned into named
-problems) and is the public surface of the three: the models are in `space_spec`, the whole-spec checks in
-`space_checks`.
+A space file (platform.md, "Search space (YAML)") is validated as far as it can be without training anything; every
+problem is a `ConfigError` naming `space.<dotted key>`, `base.<field>`, `metric`, `search.<field>` ... This module
+reads a space file or mapping (relative file names made absolute, pydantic errors turned into named problems) and is
+the public surface of the three: the models are in `space_spec`, the checks against the base in `space_checks`.
 """
 
 from __future__ import annotations
@@ -21,9 +17,10 @@ from pydantic import ValidationError
 
 from mgm_studies.config import parse_run_config
 from mgm_studies.configbase import ConfigError, quote
+from mgm_studies.loading import resolve_paths
 from mgm_studies.studies.overrides import Override, apply_to_base
 from mgm_studies.studies.space_checks import check_files, check_spec
-from mgm_studies.studies.space_spec import PATH_FIELDS, Axis, AxisKind, SchedulerSpec, SearchSpec, StudySpec
+from mgm_studies.studies.space_spec import Axis, StudySpec
 from mgm_studies.yaml_input import read_yaml
 
 
@@ -94,29 +91,6 @@ def _read_base(base: Any, folder: Path) -> tuple[dict, list[tuple[str, str]]]:
     return base, []
 
 
-def resolve_paths(value: Any, key: str, folder: Path) -> Any:
-    """`value` (set at dotted `key`, "" for the whole config) with its relative file names made absolute."""
-    value = copy.deepcopy(value)
-    for field in PATH_FIELDS:
-        if field == key and isinstance(value, str):
-            return _absolute(value, folder)
-        if key and not field.startswith(key + "."):
-            continue
-        *parents, leaf = field[len(key) + 1 if key else 0 :].split(".")
-        node = value
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(leaf), str):
-            node[leaf] = _absolute(node[leaf], folder)
-    return value
-
-
-def _absolute(name: str, folder: Path) -> str:
-    """`name` as an absolute path, a relative one taken from `folder`."""
-    file = Path(name).expanduser()
-    return str(file if file.is_absolute() else (folder / file).resolve())
-
-
 def _problem(err: dict) -> tuple[str, str]:
     """A pydantic error of StudySpec as (field, message); an axis's inner location goes into the message."""
     loc = [str(part) for part in err["loc"]]
@@ -129,14 +103,4 @@ def _problem(err: dict) -> tuple[str, str]:
     return ".".join(loc[:cut]), message
 
 
-__all__ = [
-    "Axis",
-    "AxisKind",
-    "SchedulerSpec",
-    "SearchSpec",
-    "StudySpec",
-    "is_study_spec",
-    "load_study_spec",
-    "parse_study_spec",
-    "resolve_paths",
-]
+__all__ = ["Axis", "StudySpec", "is_study_spec", "load_study_spec", "parse_study_spec"]

@@ -12,18 +12,18 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mgm_studies.config import EvalConfig, RunConfig, load_run_config, parse_run_config
 from mgm_studies.configbase import ConfigError, quote
-from mgm_studies.convergence import AREA_PREFIX
-from mgm_studies.studies.space_spec import PATH_FIELDS, Axis, StudySpec, set_dotted
+from mgm_studies.loading import PATH_FIELDS
+from mgm_studies.names import AREA_PREFIX, LOSS, SEED, parse_eval_metric
+from mgm_studies.objectives import OBJECTIVES
+from mgm_studies.studies.space_spec import Axis, StudySpec, set_dotted
 from mgm_studies.teachers import check_compatible, requirements
 
-_METRIC = re.compile(r"^(?P<metric>[a-z0-9_]+)/nfe-(?P<steps>[0-9]+)$")
 _MAX_COMBINATIONS = 512  # an all-discrete space up to this size has every combination checked
 
 
@@ -39,7 +39,7 @@ def check_spec(spec: StudySpec) -> None:
         if key.split(".")[0] in ("eval", "objective"):
             configs += [parse_run_config(data) for data, _ in _variants(spec, key)]
     evals, objectives = [c.eval for c in configs], {c.objective.name for c in configs}
-    problems += _check_metrics(spec, evals, objectives)
+    problems += [("metric", problem) for name in spec.metric if (problem := _metric_problem(name, evals, objectives))]
     problems += _check_claims(spec, evals, objectives)
     algorithm = spec.search.algorithm
     for key, axis in spec.space.items():
@@ -74,7 +74,7 @@ def _variants(spec: StudySpec, key: str) -> Iterator[tuple[dict, tuple[dict[str,
 def _check_axis(spec: StudySpec, key: str, axis: Axis, teachers: dict[str, RunConfig]) -> tuple[str, str] | None:
     """The first problem of applying each value (both ends of a range) of `axis` to the base, as space.<key>;
     under every value of an enclosing axis, so that no trial meets a key its section does not have."""
-    if key == "train.seed":
+    if key == SEED:
         return f"space.{key}", "the seed is set by `seeds`, not swept"
     if key == "resources" or key.startswith("resources."):
         # Tune reserves one trial size (and one executor) for the whole sweep, from the base.
@@ -92,9 +92,9 @@ def _check_axis(spec: StudySpec, key: str, axis: Axis, teachers: dict[str, RunCo
             field, message = exc.problems[0]
             # pydantic's message for a key its model does not have, at the key or at a section above it
             if message == "Extra inputs are not permitted" and (field == key or key.startswith(field + ".")):
-                return f"space.{key}", f"not a run-config field{where or ' of this base'}: {field!r} is not accepted"
+                return f"space.{key}", f"not a run-config field{where or ' of this base'}: {no_such_field(data, field)}"
             return f"space.{key}", f"value {quote(value)}{where}: {field}: {message}"
-        parsed = _get(config.model_dump(), key)
+        parsed = get_dotted(config.model_dump(), key)
         if axis.kind in ("uniform", "loguniform") and isinstance(parsed, int) and not isinstance(parsed, bool):
             return f"space.{key}", f"an integer field: sample it with int: [low, high] (got {axis.kind})"
     return None
@@ -104,8 +104,9 @@ def check_files(config: RunConfig, teachers: dict[str, RunConfig]) -> None:
     """Named files exist, and a config teacher is an si run on the same interpolant (teachers.check_compatible)."""
     teacher = getattr(config.objective, "teacher", None)
     for field in PATH_FIELDS:
-        section, _, leaf = field.rpartition(".")
-        name = getattr(teacher if section == "objective.teacher" else config.data, leaf, None)
+        name = config
+        for part in field.split("."):
+            name = getattr(name, part, None)
         if name is not None and not Path(name).is_file():
             raise ConfigError.single(field, f"no file {name!r}")
     if teacher is not None and teacher.config is not None:
@@ -117,23 +118,27 @@ def check_files(config: RunConfig, teachers: dict[str, RunConfig]) -> None:
         check_compatible(teachers[teacher.config], *requirements(config))
 
 
-def _check_metrics(spec: StudySpec, evals: list[EvalConfig], objectives: set[str]) -> list[tuple[str, str]]:
-    """Each metric of the study is one the trials report: loss, mgm/divergence (objective mgm) or
-    <metric>/nfe-<K> with the metric in some eval.metrics and K in some eval.steps, or its convergence summary
-    area_<metric>/nfe-<K> (the trainer's normalised area under the metric-versus-step curve)."""
-    return [("metric", problem) for name in spec.metric if (problem := _metric_problem(name, evals, objectives))]
+def objective_metrics() -> dict[str, str]:
+    """{metric: objective} of what the registered objectives declare they report beside `loss` and the evaluation's
+    metrics (an objective class's `reported_metrics`, e.g. mgm's `mgm/divergence`): what a study may optimise, and
+    what the sweep logs from a trial's results."""
+    return {m: name for name, entry in OBJECTIVES.items() for m in getattr(entry.objective, "reported_metrics", ())}
 
 
 def _metric_problem(name: str, evals: list[EvalConfig], objectives: set[str]) -> str | None:
+    """Why `name` is not a metric the trials report (None if it is): loss, one its objective declares (mgm/divergence)
+    or <metric>/nfe-<K> with the metric in some eval.metrics and K in some eval.steps, or its convergence summary
+    area_<metric>/nfe-<K> (the trainer's normalised area under the metric-versus-step curve)."""
     metrics = sorted({m for e in evals for m in e.metrics})
     steps = sorted({k for e in evals for k in e.steps})
-    match = _METRIC.match(name)
-    if name == "loss" or (name == "mgm/divergence" and "mgm" in objectives):
+    parsed, declared = parse_eval_metric(name), objective_metrics()
+    if name == LOSS or declared.get(name) in objectives:
         return None
-    if match and match["metric"].removeprefix(AREA_PREFIX) in metrics and int(match["steps"]) in steps:
+    if parsed and parsed[0].removeprefix(AREA_PREFIX) in metrics and parsed[1] in steps:
         return None
+    named = "".join(f", {metric} (objective {objective})" for metric, objective in declared.items())
     return (
-        f"{name!r} is not reported by these trials: use loss, mgm/divergence (objective mgm) or "
+        f"{name!r} is not reported by these trials: use {LOSS}{named} or "
         f"<metric>/nfe-<K> (or area_<metric>/nfe-<K>, its convergence speed) with metric in {metrics} "
         f"(eval.metrics) and K in {steps} (eval.steps)"
     )
@@ -186,11 +191,30 @@ def _check_combinations(spec: StudySpec) -> list[tuple[str, str]]:
     return []
 
 
-def _get(tree: Any, key: str) -> Any:
+def no_such_field(data: dict, field: str) -> str:
+    """Why the run config `data` refuses the dotted `field`: the fields its section has; for a union section (data,
+    model, objective) the member its `name` chose, since a field of another member comes with that whole section."""
+    section, _, leaf = field.rpartition(".")
+    trimmed = copy.deepcopy(data)
+    node = get_dotted(trimmed, section) if section else None
+    try:
+        node.pop(leaf)  # the config without the refused field tells which model its section is
+        model: Any = parse_run_config(trimmed)
+        for part in section.split("."):
+            model = getattr(model, part)
+        fields = ", ".join(type(model).model_fields)
+    except (AttributeError, KeyError, ConfigError):  # no such section, or the config is invalid without it too
+        return f"{field!r} is not accepted"
+    if not isinstance(name := getattr(model, "name", None), str):
+        return f"{section} has no field {leaf!r} (its fields: {fields})"
+    return (
+        f"{section} {name!r} has no field {leaf!r} (its fields: {fields}); to choose another {section}, give the "
+        f"whole `{section}` section with its name"
+    )
+
+
+def get_dotted(tree: Any, key: str) -> Any:
     """tree[a][b][c] for key 'a.b.c', None where a section is missing."""
     for part in key.split("."):
         tree = tree.get(part) if isinstance(tree, dict) else None
     return tree
-
-
-__all__ = ["check_files", "check_spec"]

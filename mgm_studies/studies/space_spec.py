@@ -1,8 +1,7 @@
-"""The pydantic models of a search-space file: `Axis`, `SchedulerSpec`, `SearchSpec` and `StudySpec`.
-
-Each model checks its own fields (one distribution per axis, low < high, one mode per metric, unique seeds ...); the
-checks that need the whole spec applied to the base run config live in `space_checks`, and reading a file in `space`.
-A `StudySpec` turns one assignment of its axes into a trial's run config (`trial_dict`, `trial_config`).
+"""The pydantic models of a search-space file (`Axis`, `SchedulerSpec`, `SearchSpec`, `ClaimSpec`, `StudySpec`), each
+checking its own fields (one distribution per axis, low < high, one mode per metric, unique seeds ...). A `StudySpec`
+turns one assignment of its axes into a trial's run config (`trial_dict`, `trial_config`). Over 300 lines: the
+schema of one file, each validator beside the fields it checks.
 """
 
 from __future__ import annotations
@@ -17,16 +16,13 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from mgm_studies.config import RunConfig, parse_run_config
-from mgm_studies.configbase import ConfigError, Seed, StrictModel, quote
-from mgm_studies.names import name_problem
+from mgm_studies.configbase import ConfigError, PositiveInt, Seed, StrictModel, quote
+from mgm_studies.names import SEED, name_problem
 
 AxisKind = Literal["choice", "grid", "uniform", "loguniform", "int"]
 Label = str | int | float | bool | None
-PositiveInt = Annotated[int, Field(ge=1)]
 MAX_SEEDS = 1000  # repeats of each configuration: a typo such as `seeds: 1e9` is refused, not expanded
 _KINDS: tuple[AxisKind, ...] = ("choice", "grid", "uniform", "loguniform", "int")
-# Fields that hold file names: relative ones are resolved against the file they were written in.
-PATH_FIELDS = ("data.path", "objective.teacher.path", "objective.teacher.config")
 
 
 class Axis(StrictModel):
@@ -63,17 +59,14 @@ class Axis(StrictModel):
         return self
 
     def _field(self, kind: str) -> Any:
-        """The field behind `kind` (`int` is stored as `int_`), None where unset."""
         return self.int_ if kind == "int" else getattr(self, kind)
 
     @property
     def kind(self) -> AxisKind:
-        """The one distribution that is set."""
         return next(kind for kind in _KINDS if self._field(kind) is not None)
 
     @property
     def discrete(self) -> bool:
-        """Whether the axis lists its values (choice, grid) rather than giving a range."""
         return self.kind in ("choice", "grid")
 
     @property
@@ -162,11 +155,17 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 class SchedulerSpec(StrictModel):
-    """`fifo` runs every trial to the end; `asha` stops the worse ones at evaluations (`grace_period` of them)."""
+    """`fifo` runs every trial to the end; `asha` stops the worse ones at evaluations (`grace_period` of them). A bare
+    name (`scheduler: asha`) is that scheduler with its defaults, as `{name: asha}`."""
 
     name: Literal["fifo", "asha"] = "fifo"
     grace_period: PositiveInt = 1
     reduction_factor: float = Field(2.0, gt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
 
 
 class SearchSpec(StrictModel):
@@ -265,7 +264,6 @@ class StudySpec(StrictModel):
 
     @property
     def multi_objective(self) -> bool:
-        """Whether the study optimises several metrics at once."""
         return len(self.metric) > 1
 
     def default_params(self) -> dict[str, Any]:
@@ -274,13 +272,12 @@ class StudySpec(StrictModel):
 
     def trial_dict(self, params: dict[str, Any], seed: int) -> dict:
         """The base with `params` (dotted key -> value, not label) applied and `train.seed = seed`, unparsed."""
-        unknown = sorted(set(params) - set(self.space))
-        if unknown:
+        if unknown := sorted(set(params) - set(self.space)):
             raise ConfigError.single("space", f"parameters {unknown} are not axes of this space ({sorted(self.space)})")
         data = copy.deepcopy(self.base)
         for key in sorted(params, key=lambda k: k.count(".")):  # a whole section first, then keys inside it
             set_dotted(data, key, params[key])
-        set_dotted(data, "train.seed", seed)
+        set_dotted(data, SEED, seed)
         return data
 
     def trial_config(self, params: dict[str, Any], seed: int) -> RunConfig:
@@ -314,16 +311,3 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
             raise ConfigError.single(f"space.{key}", f"not a run-config field: {section!r} is a value, not a section")
         node = node[part]
     node[leaf] = copy.deepcopy(value)
-
-
-__all__ = [
-    "PATH_FIELDS",
-    "Axis",
-    "AxisKind",
-    "Label",
-    "PositiveInt",
-    "SchedulerSpec",
-    "SearchSpec",
-    "StudySpec",
-    "set_dotted",
-]

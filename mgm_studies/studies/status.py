@@ -7,13 +7,13 @@ still RUNNING whose driver stopped writing (killed: no final summary closed it) 
 
 from __future__ import annotations
 
+import calendar
 import time
 from dataclasses import dataclass
 
+from mgm_studies import names
 from mgm_studies.configbase import ConfigError
-from mgm_studies.names import check_name
 from mgm_studies.studies import live
-from mgm_studies.tracking import TAG_STATUS
 from mgm_studies.tracking_store import check_reachable, shown, sqlite_path, tracking_uri
 
 _STATE = {"RUNNING": "running", "FINISHED": "finished", "KILLED": "interrupted", "FAILED": "error"}
@@ -39,7 +39,8 @@ def read_status(study: str, *, tracking_uri: str, sweep_run_id: str | None = Non
     if experiment is None:
         raise ConfigError.single("STUDY", f"no study {study!r} in {shown(tracking_uri)}")
     eid = experiment.experiment_id
-    sweeps = client.search_runs([eid], filter_string="tags.`mgm.kind` = 'sweep'", order_by=["start_time DESC"])
+    query = f"tags.`{names.TAG_KIND}` = '{names.KIND_SWEEP}'"
+    sweeps = client.search_runs([eid], filter_string=query, order_by=["start_time DESC"])
     if sweep_run_id is not None:
         sweeps = [r for r in sweeps if r.info.run_id == sweep_run_id]
         if not sweeps:
@@ -54,20 +55,20 @@ def read_status(study: str, *, tracking_uri: str, sweep_run_id: str | None = Non
     summary = live.summarise(records, metrics=metrics, modes=modes, planned=planned, max_concurrent=None, now=now)
     state = _STATE.get(parent.info.status, parent.info.status.lower())
     if state != "running":  # the sweep's own word for how it ended
-        state = parent.data.tags.get(TAG_STATUS) or state
+        state = parent.data.tags.get(names.TAG_STATUS) or state
     end_s = parent.info.end_time / 1000 if parent.info.end_time and state != "running" else now
-    updated = parent.data.tags.get(live.TAG_UPDATED)
-    ago = now - _parse_utc(updated) if updated else None
-    eta = parent.data.metrics.get(live.METRIC_ETA)
+    updated = parent.data.tags.get(names.TAG_LIVE_UPDATED)
+    ago = now - calendar.timegm(time.strptime(updated, live.UTC_FORMAT)) if updated else None
+    eta = parent.data.metrics.get(names.METRIC_ETA)
     return SweepStatus(
         study=study,
-        sweep=parent.data.tags.get("mgm.sweep", parent.info.run_id),
+        sweep=parent.data.tags.get(names.TAG_SWEEP, parent.info.run_id),
         parent_run_id=parent.info.run_id,
         state=state,
         elapsed_s=end_s - parent.info.start_time / 1000,
         summary=summary,
         eta_s=None if eta is None or state != "running" else max(eta - (ago or 0.0), 0.0),
-        eta_text=parent.data.tags.get(live.TAG_ETA),
+        eta_text=parent.data.tags.get(names.TAG_LIVE_ETA),
         updated_ago_s=ago,
     )
 
@@ -105,12 +106,12 @@ def format_status(status: SweepStatus) -> str:
 
 
 def run_status_command(args) -> int:
-    """`status STUDY [--sweep RUN_ID] [--watch SECONDS]`: print once, or every SECONDS until the sweep ends."""
-    study = check_name(args.study, "STUDY")
+    """`status STUDY [--sweep RUN_ID] [--watch SECONDS]` (STUDY checked by the parser): print once, or every SECONDS
+    until the sweep ends."""
     if args.watch is not None and not args.watch > 0:
         raise ConfigError.single("--watch", f"must be > 0 seconds, got {args.watch}")
     while True:
-        status = read_status(study, tracking_uri=tracking_uri(), sweep_run_id=args.sweep)
+        status = read_status(args.study, tracking_uri=tracking_uri(), sweep_run_id=args.sweep)
         print(format_status(status), flush=True)
         if args.watch is None or status.state != "running":
             return 0
@@ -127,9 +128,3 @@ def _client(tracking_uri: str):
         raise ConfigError.single("MLFLOW_TRACKING_URI", f"there is no MLflow store at {path}")
     check_reachable(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
-
-
-def _parse_utc(text: str) -> float:
-    import calendar
-
-    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))

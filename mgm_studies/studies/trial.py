@@ -11,11 +11,11 @@ import os
 from typing import Any
 
 from mgm_studies.config import RunConfig
+from mgm_studies.names import SEED
 from mgm_studies.studies.space import StudySpec
 from mgm_studies.training import ray_train
 
 TRIAL_INDEX = "__trial_index__"  # set by Tune's Repeater: which of the study's seeds a repeated trial runs
-SEED_KEY = "train.seed"
 
 
 def trial_run_config(study: StudySpec, params: dict[str, Any]) -> RunConfig:
@@ -23,9 +23,9 @@ def trial_run_config(study: StudySpec, params: dict[str, Any]) -> RunConfig:
     values = {}
     for key, axis in study.space.items():
         label = params[key]
-        values[key] = axis.value_for(label) if axis.kind in ("choice", "grid") else label
-    if SEED_KEY in params and SEED_KEY not in study.space:
-        seed = int(params[SEED_KEY])
+        values[key] = axis.value_for(label) if axis.discrete else label
+    if SEED in params and SEED not in study.space:
+        seed = int(params[SEED])
     elif TRIAL_INDEX in params:
         seed = study.seeds[int(params[TRIAL_INDEX]) % len(study.seeds)]
     else:

@@ -65,16 +65,3 @@ def ray_device_tags(device: str) -> dict[str, str]:
     import ray
 
     return {**device_tags(device), **ray_gpu_ids_tag(ray.get_gpu_ids())}
-
-
-__all__ = [
-    "TAG_DEVICE",
-    "TAG_DEVICE_NAME",
-    "TAG_RAY_GPU_IDS",
-    "choose_device",
-    "concrete_device",
-    "device_tags",
-    "ray_assigned_device",
-    "ray_device_tags",
-    "ray_gpu_ids_tag",
-]

@@ -2,9 +2,9 @@
 Train `TorchTrainer` launched by the trial; N workers, CPU or GPU, data-parallel).
 
 What a trial sends to Ray Tune, identical for both executors (platform.md: the Trainer never calls Ray itself; it is
-handed a reporter):
+handed a reporter; the keys and file names are `names.py`'s):
 
-- one result per evaluation: the metrics (`kl/nfe-K`, ...), `step`, `mgm/total_steps`, `mgm/status`
+- one result per evaluation: the metrics (`kl/nfe-K`, ...), `step`, `mgm/total_steps`, `mgm.status`
   (`running` | `finished` | `diverged`), `mgm/final`, and `mgm/scalars`: the per-step training scalars since the last
   result as `[step, {name: value}]` pairs (the sweep's MLflow callback logs them at their own steps);
 - with each result a checkpoint folder: `trainer.pt` (the newest Trainer checkpoint: what a restarted trial resumes
@@ -13,6 +13,7 @@ handed a reporter):
   `final.pt` (the exported model);
 - a diverged run sends a last result whose metrics hold `DIVERGED_VALUE` (finite: a NaN would leave the Optuna trial
   RUNNING for ever, platform.md) with status `diverged`.
+Over 300 lines: both executors, their reporters and the one result protocol above, which must change together.
 """
 
 from __future__ import annotations
@@ -28,21 +29,15 @@ from typing import Any
 
 import torch
 
+from mgm_studies import names
 from mgm_studies.config import RunConfig, parse_run_config
+from mgm_studies.configbase import ConfigError
 from mgm_studies.data import HistogramSpec
+from mgm_studies.training.checkpoint import checkpoint_path
 from mgm_studies.training.device import ray_assigned_device, ray_device_tags
 from mgm_studies.training.reporter import Evaluation, NullReporter
 from mgm_studies.training.trainer import Trainer
 
-STEP = "step"
-TOTAL_STEPS = "mgm/total_steps"
-STATUS = "mgm/status"
-FINAL = "mgm/final"
-SCALARS = "mgm/scalars"
-TAGS = "mgm/tags"  # what the metrics mean (FID provenance), set as tags of the trial's MLflow run
-EVALUATED = "mgm/evaluated"  # the names of the evaluation's metrics (objective checks included), logged to MLflow
-DIVERGED_VALUE = 1.0e12  # what a diverged trial reports for each metric to minimise (its negative to maximise)
-CHECKPOINT_FILE, META_FILE, FINAL_FILE, SAMPLES_FILE = "trainer.pt", "meta.json", "final.pt", "samples.pt"
 PLOTTED_POINTS = 5000  # samples kept per number of steps for the plots (a scatter shows no more)
 
 Send = Callable[[dict[str, Any], Path | None], None]  # (result, checkpoint folder or None) -> reported to Ray
@@ -88,35 +83,36 @@ class RayReporter(NullReporter):
             return
         result = {
             **evaluation.metrics,
-            STEP: evaluation.step,
-            TOTAL_STEPS: self.total_steps,
-            STATUS: "finished" if final else "running",
-            FINAL: final,
-            SCALARS: self._take_scalars(),
-            TAGS: {**self.tags, **evaluation.tags},
-            EVALUATED: sorted(evaluation.metrics),
+            names.STEP: evaluation.step,
+            names.TOTAL_STEPS: self.total_steps,
+            names.TAG_STATUS: "finished" if final else "running",
+            names.FINAL: final,
+            names.SCALARS: self._take_scalars(),
+            names.TAGS: {**self.tags, **evaluation.tags},
+            names.EVALUATED: sorted(evaluation.metrics),
         }
         with tempfile.TemporaryDirectory(prefix="mgm-report-") as tmp:
             folder = Path(tmp)
             meta = {"step": evaluation.step, "final": final, "checkpoint_step": None}
             if self._checkpoint is not None and self._checkpoint[1].is_file():
-                shutil.copyfile(self._checkpoint[1], folder / CHECKPOINT_FILE)
+                shutil.copyfile(self._checkpoint[1], folder / names.CHECKPOINT_FILE)
                 meta["checkpoint_step"] = self._checkpoint[0]
-            self._write_samples(evaluation, folder / SAMPLES_FILE)
+            self._write_samples(evaluation, folder / names.SAMPLES_FILE)
             if final and self.export is not None:
                 from mgm_studies.exported import save_exported
 
-                save_exported(self.export(), folder / FINAL_FILE)
-            (folder / META_FILE).write_text(json.dumps(meta))
+                save_exported(self.export(), folder / names.FINAL_FILE)
+            (folder / names.META_FILE).write_text(json.dumps(meta))
             self.send(result, folder)
 
     def report_diverged(self, step: int) -> None:
         values = {
-            m: DIVERGED_VALUE if mode == "min" else -DIVERGED_VALUE
+            m: names.DIVERGED_VALUE if mode == "min" else -names.DIVERGED_VALUE
             for m, mode in zip(self.metrics, self.modes, strict=True)
         }
-        result = {**values, STEP: step, TOTAL_STEPS: self.total_steps, STATUS: "diverged", FINAL: True, TAGS: self.tags}
-        self.send({**result, SCALARS: self._take_scalars()}, None)
+        result = {**values, names.STEP: step, names.TOTAL_STEPS: self.total_steps, names.FINAL: True}
+        result |= {names.TAG_STATUS: "diverged", names.TAGS: self.tags, names.SCALARS: self._take_scalars()}
+        self.send(result, None)
 
     def _take_scalars(self) -> list[list]:
         # Scalars of the steps after the divergence are never reported (the Trainer stops at the first bad step).
@@ -167,31 +163,16 @@ class PeerReporter(NullReporter):
         self.send({}, None)
 
 
-def restore_checkpoint(folder: Path | None, into: Path) -> int | None:
-    """Put the Trainer checkpoint of a reported checkpoint folder into `into` (the Trainer resumes from it).
-
-    Returns its step, or None when there is nothing to resume from."""
-    if folder is None or not (folder / CHECKPOINT_FILE).is_file():
-        return None
-    from mgm_studies.training.checkpoint import checkpoint_path
-
-    step = json.loads((folder / META_FILE).read_text())["checkpoint_step"]
-    into.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(folder / CHECKPOINT_FILE, checkpoint_path(into, int(step)))
-    return int(step)
-
-
-def reported_step(folder: Path | None) -> int:
-    """The step of the result a reported checkpoint folder went out with (0 when there is none)."""
-    if folder is None or not (folder / META_FILE).is_file():
+def restore_checkpoint(folder: Path, into: Path) -> int:
+    """Put the Trainer checkpoint of a reported checkpoint folder into `into` (the Trainer resumes from it); returns
+    the step of the result the folder went out with (0 when there is none)."""
+    if not (folder / names.META_FILE).is_file():
         return 0
-    return int(json.loads((folder / META_FILE).read_text())["step"])
-
-
-def resolve_device(config: RunConfig) -> str:
-    """`resources.device` in a Tune trial's process, `auto` decided by what Ray assigned it (`training/device.py`):
-    CUDA when Ray gave the trial a GPU (a fraction included) and CUDA is visible, else the CPU."""
-    return ray_assigned_device(config.resources.device)
+    meta = json.loads((folder / names.META_FILE).read_text())
+    if (folder / names.CHECKPOINT_FILE).is_file():
+        into.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / names.CHECKPOINT_FILE, checkpoint_path(into, int(meta["checkpoint_step"])))
+    return int(meta["step"])
 
 
 def train_with_reporter(
@@ -208,7 +189,7 @@ def train_with_reporter(
 ) -> str:
     """Run (or resume) the Trainer, reporting to Ray through `send`; returns the run's status. `reported_through`:
     the step of the last result Ray already has (a restarted trial's)."""
-    from mgm_studies.builders import build_run
+    from mgm_studies.runs import build_run  # a config teacher with no finished run is trained first
 
     parts = build_run(config, device=device)
     total = config.train.num_steps
@@ -218,21 +199,14 @@ def train_with_reporter(
             total_steps=total,
             metrics=metrics,
             modes=modes,
-            box=parts[0].histogram,
+            box=parts.dataset.histogram,
             tags=ray_device_tags(device),
             reported_through=reported_through,
         )
     else:
         reporter = PeerReporter(send, total_steps=total, reported_through=reported_through)
     trainer = Trainer(
-        config,
-        checkpoint_dir=checkpoint_dir,
-        reporter=reporter,
-        device=device,
-        rank=rank,
-        world_size=world_size,
-        progress=False,
-        parts=parts,
+        config, parts, checkpoint_dir=checkpoint_dir, reporter=reporter, device=device, rank=rank, world_size=world_size
     )
     if isinstance(reporter, RayReporter):
         reporter.export = trainer.export
@@ -254,8 +228,7 @@ def _train_reporting_to(report, checkpoint_class, latest, config: RunConfig, **o
         reported = 0
         if latest is not None:  # on every rank: all resume at the same step with the same weights
             with latest.as_directory() as folder:
-                restore_checkpoint(Path(folder), checkpoint_dir)
-                reported = reported_step(Path(folder))
+                reported = restore_checkpoint(Path(folder), checkpoint_dir)
         return train_with_reporter(config, checkpoint_dir, send, reported_through=reported, **options)
 
 
@@ -264,14 +237,10 @@ def run_inline(config: RunConfig, *, metrics: list[str], modes: list[str]) -> st
     """Inside a Tune function trial: the Trainer in this process, results through `ray.tune.report`."""
     import ray.tune
 
+    device = ray_assigned_device(config.resources.device)  # `auto`: CUDA when Ray gave the trial a GPU (device.py)
+    checkpoint = ray.tune.get_checkpoint()
     return _train_reporting_to(
-        ray.tune.report,
-        ray.tune.Checkpoint,
-        ray.tune.get_checkpoint(),
-        config,
-        metrics=metrics,
-        modes=modes,
-        device=resolve_device(config),
+        ray.tune.report, ray.tune.Checkpoint, checkpoint, config, metrics=metrics, modes=modes, device=device
     )
 
 
@@ -287,17 +256,9 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     device = ray_assigned_device(config.resources.device)
     if device == "cuda":  # this worker's own GPU among the node's (Ray Train's local rank mapping)
         device = str(ray.train.torch.get_device())
-    _train_reporting_to(
-        ray.train.report,
-        ray.train.Checkpoint,
-        ray.train.get_checkpoint(),
-        config,
-        metrics=loop_config["metrics"],
-        modes=loop_config["modes"],
-        device=device,
-        rank=context.get_world_rank(),
-        world_size=context.get_world_size(),
-    )
+    metrics, modes, rank = loop_config["metrics"], loop_config["modes"], context.get_world_rank()
+    options = dict(metrics=metrics, modes=modes, device=device, rank=rank, world_size=context.get_world_size())
+    _train_reporting_to(ray.train.report, ray.train.Checkpoint, ray.train.get_checkpoint(), config, **options)
 
 
 def per_worker_config(config: RunConfig) -> dict[str, Any]:
@@ -305,8 +266,6 @@ def per_worker_config(config: RunConfig) -> dict[str, Any]:
     workers = config.resources.workers
     data = config.model_dump(mode="json")
     if config.train.batch_size % workers:
-        from mgm_studies.configbase import ConfigError
-
         raise ConfigError.single(
             "train.batch_size", f"{config.train.batch_size} does not split evenly over resources.workers={workers}"
         )
@@ -329,14 +288,10 @@ def run_torch_trainer(config: RunConfig, *, metrics: list[str], modes: list[str]
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.gpus_per_worker > 0:
         per_worker["GPU"] = resources.gpus_per_worker
+    loop_config = dict(config=per_worker_config(config), metrics=metrics, modes=modes, tracking_uri=tracking_uri)
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={
-            "config": per_worker_config(config),
-            "metrics": metrics,
-            "modes": modes,
-            "tracking_uri": tracking_uri,
-        },
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=per_worker
         ),

@@ -1,4 +1,5 @@
-"""The shared Trainer: build, loop, evaluate, checkpoint, resume. It never imports Ray or MLflow.
+"""The shared Trainer, handed its parts (parts.py): loop, evaluate, checkpoint, resume (state.py holds what a
+checkpoint holds). It never imports Ray or MLflow, nor builds from the config what it is handed.
 
 One step: objective -> loss -> backward -> grad clip -> optimiser -> every EMA. Per-step losses stay on the
 device and are checked and reported every `log_interval` steps (and before every evaluation or checkpoint), so the
@@ -10,31 +11,31 @@ tensors and is replayed as one CUDA graph (cuda_graph.py).
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mgm_studies.builders import build_model, build_run
 from mgm_studies.config import RunConfig
 from mgm_studies.configbase import ConfigError
 from mgm_studies.convergence import AreaTracker
-from mgm_studies.data import VectorDataset, data_shape
+from mgm_studies.data import data_shape
 from mgm_studies.evaluation import evaluate
-from mgm_studies.interpolants import Interpolant
-from mgm_studies.objectives import Objective
 from mgm_studies.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mgm_studies.training.cuda_graph import StaticStep
 from mgm_studies.training.ema import EMA
+from mgm_studies.training.optim import average_gradients, make_optimizer
+from mgm_studies.training.parts import RunParts
 from mgm_studies.training.reporter import Evaluation, NullReporter, Reporter
 from mgm_studies.training.schedule import lr_factor
+from mgm_studies.training.state import exported_state, restore_state, trainer_state
+from mgm_studies.training.window import PendingStep, report_window
 
 Status = Literal["finished", "diverged"]
 
@@ -48,25 +49,16 @@ class TrainResult:
     steps_per_s: float = 0.0
 
 
-@dataclass
-class _Pending:
-    step: int
-    names: list[str]  # `loss`, `grad_norm`, `loss/<phase>`, ..., then diagnostics
-    values: list[Tensor]  # 0-d tensors on the device, one per name
-    lr: float
-
-
 class Trainer:
-    """Trains `config` on `device`. Resumes from the newest checkpoint in `checkpoint_dir` when there is one.
-
-    `parts` (from `build_run(config)`) saves building the data twice when the caller already validated it.
-    Ray executors construct it inside a trial or a Train worker with their own `reporter`, `rank` and
-    `world_size`; only rank 0 evaluates and writes checkpoints.
+    """Trains `parts` (`runs.build_run(config)`) on `device`, resuming from the newest checkpoint in `checkpoint_dir`
+    when there is one. Ray executors give it their own `reporter`, `rank` and `world_size`; only rank 0 evaluates and
+    writes checkpoints.
     """
 
     def __init__(
         self,
         config: RunConfig,
+        parts: RunParts,
         *,
         checkpoint_dir: Path | None = None,
         reporter: Reporter | None = None,
@@ -74,7 +66,6 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         progress: bool = False,
-        parts: tuple[VectorDataset, Interpolant, Objective] | None = None,
     ) -> None:
         self.config = config
         self.device = torch.device(device)
@@ -82,13 +73,13 @@ class Trainer:
         self.reporter = reporter or NullReporter()
         self.rank, self.world_size = rank, world_size
         self.progress = progress
-        self.dataset, self.interpolant, self.objective = parts or build_run(config, device=str(self.device))
+        self.dataset, self.interpolant, self.objective = parts.dataset, parts.interpolant, parts.objective
         train = config.train
         with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the caller's RNG
             torch.manual_seed(train.seed)
             shape = data_shape(self.dataset)
-            self.model = self._placed(build_model(config.model, shape, self.objective.model_kind))
-            self.objective.attach(self.model, shape, lambda kind: self._placed(build_model(config.model, shape, kind)))
+            self.model = self._placed(parts.build_network(self.objective.model_kind))
+            self.objective.attach(self.model, shape, lambda kind: self._placed(parts.build_network(kind)))
         # What the losses call: the model, or its compiled forward (same parameters; checkpoints, EMAs and
         # evaluation use the eager `model`).
         self.train_model: torch.nn.Module = torch.compile(self.model) if train.compile else self.model
@@ -97,14 +88,11 @@ class Trainer:
         self.networks: dict[str, torch.nn.Module] = {"model": self.model, **self.objective.networks()}
         self.trained_with = {phase: self.objective.trained_with(phase) for phase in self.networks}
         self.trained_parameters = {
-            phase: [
-                *network.parameters(),
-                *(p for module in self.trained_with[phase].values() for p in module.parameters()),
-            ]
+            phase: [*network.parameters(), *(p for m in self.trained_with[phase].values() for p in m.parameters())]
             for phase, network in self.networks.items()
         }
         self.optimizers = {
-            phase: _optimizer(self.trained_parameters[phase], train, self.objective.optimizer_options(phase))
+            phase: make_optimizer(self.trained_parameters[phase], train, self.objective.optimizer_options(phase))
             for phase in self.networks
         }
         self.base_lrs = {phase: opt.param_groups[0]["lr"] for phase, opt in self.optimizers.items()}
@@ -124,7 +112,7 @@ class Trainer:
             self.resumed_from = latest
 
     # ------------------------------------------------------------------ the loop
-    def train_step(self) -> _Pending:
+    def train_step(self) -> PendingStep:
         """One training step: an optimiser step for each of the objective's phases, each on a fresh batch.
 
         Returns the step's losses, gradient norms and diagnostics as one tensor on the device (not synchronised).
@@ -147,7 +135,7 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.world_size > 1:
-                _average_gradients(parameters, self.world_size)
+                average_gradients(parameters, self.world_size)
             suffix = "" if phase == "model" else f"/{phase}"
             names.append("loss" + suffix)
             values.append(loss.detach())
@@ -165,9 +153,9 @@ class Trainer:
             self.ema.restart(self.model)
         self.ema.update(self.model, self.step - ema_start if self.step >= ema_start else self.step)
         self.step += 1
-        return _Pending(self.step, names, values, self.base_lrs["model"] * factor)
+        return PendingStep(self.step, names, values, self.base_lrs["model"] * factor)
 
-    def _static_train_step(self) -> _Pending:
+    def _static_train_step(self) -> PendingStep:
         """`train_step` through `static_step`: one phase, the learning rate and EMA decays computed here on the host,
         the rest one graph replay on CUDA."""
         train = self.config.train
@@ -175,7 +163,7 @@ class Trainer:
         self.objective.begin_step(self.step, train.num_steps)
         values = self.static_step(self._batch(train.batch_size), lr, self.step)
         self.step += 1
-        return _Pending(self.step, self.static_step.names, list(values.unbind()), lr)
+        return PendingStep(self.step, self.static_step.names, list(values.unbind()), lr)
 
     def make_static_step(self, *, capture: bool) -> StaticStep:
         """The step of `train.cuda_graphs` over this trainer's model, optimiser, EMAs and noise; `capture=False` runs
@@ -221,7 +209,7 @@ class Trainer:
         """
         train, interval = self.config.train, self.config.eval.interval
         total = train.num_steps
-        pending: list[_Pending] = []
+        pending: list[PendingStep] = []
         # A progress bar only on a terminal: in logs and CI its carriage returns are noise (MLflow has the curve).
         show = self.progress and self.rank == 0 and sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.step, desc="train", disable=not show)
@@ -234,7 +222,7 @@ class Trainer:
             stopping = should_stop is not None and should_stop()
             if len(pending) >= train.log_interval or due_checkpoint or due_eval or stopping:
                 bar.update(len(pending))
-                diverged_at = self._flush(pending, started, start_step)
+                diverged_at, self._last_loss = report_window(pending, self.reporter, started, start_step)
                 pending = []
                 if diverged_at is not None:
                     bar.close()
@@ -254,23 +242,6 @@ class Trainer:
         metrics = self.last_evaluation.metrics if self.last_evaluation else {}
         return TrainResult("finished", self.step, metrics, self._latest(), steps_per_s)
 
-    def _flush(self, pending: list[_Pending], started: float, start_step: int) -> int | None:
-        """Report the pending steps; return the first step whose loss or gradient norm is not finite, else None."""
-        values = torch.stack([v for p in pending for v in p.values]).cpu().tolist()  # one host copy per window
-        offset = 0
-        for p in pending:
-            scalars = dict(zip(p.names, values[offset : offset + len(p.names)], strict=True))
-            offset += len(p.names)
-            checked = (v for k, v in scalars.items() if k.startswith(("loss", "grad_norm")))
-            if not all(math.isfinite(v) for v in checked):
-                return p.step
-            scalars["lr"] = p.lr
-            if p is pending[-1]:
-                scalars["train/steps_per_s"] = (p.step - start_step) / max(time.perf_counter() - started, 1e-9)
-                self._last_loss = scalars.get("loss", math.nan)
-            self.reporter.report_scalars(p.step, scalars)
-        return None
-
     # ------------------------------------------------------------------ evaluation and state
     def evaluation_model(self) -> torch.nn.Module:
         """The network evaluation uses: the configured EMA (or raw) weights, eval mode, a copy."""
@@ -280,61 +251,17 @@ class Trainer:
         if self.rank != 0:
             self.reporter.report_peer_evaluation(self.step)
             return None
-        evaluation = evaluate(
-            self.evaluation_model(),
-            self.objective,
-            self.dataset,
-            self.config.eval,
-            step=self.step,
-            device=self.device,
-        )
+        model, config = self.evaluation_model(), self.config.eval
+        evaluation = evaluate(model, self.objective, self.dataset, config, step=self.step, device=self.device)
         evaluation.metrics.update(self.areas.update(evaluation.step, evaluation.metrics))
         self.last_evaluation = evaluation
         self.reporter.report_evaluation(evaluation)
         return evaluation
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a resume needs to continue bit-for-bit: weights, EMAs, optimiser, step, RNG states."""
-        return {
-            "config_hash": self.config.config_hash(),
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "networks": {phase: net.state_dict() for phase, net in self.networks.items() if phase != "model"},
-            "trained_with": {
-                phase: {name: module.state_dict() for name, module in modules.items()}
-                for phase, modules in self.trained_with.items()
-                if modules
-            },
-            "optimizers": {phase: opt.state_dict() for phase, opt in self.optimizers.items()},
-            "objective": self.objective.state_dict(),
-            "data_generator": self.data_generator.get_state(),
-            "noise_generator": self.noise_generator.get_state(),
-            "evaluations": self.areas.state_dict(),
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        if state["config_hash"] != self.config.config_hash():
-            raise RuntimeError(
-                f"checkpoint was written by config {state['config_hash']}, this run's config is "
-                f"{self.config.config_hash()}: resume with the config the run started with"
-            )
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        for phase, network_state in state["networks"].items():
-            self.networks[phase].load_state_dict(network_state)
-        for phase, modules in state.get("trained_with", {}).items():  # absent from checkpoints before it existed
-            for name, module_state in modules.items():
-                self.trained_with[phase][name].load_state_dict(module_state)
-        for phase, optimizer_state in state["optimizers"].items():
-            self.optimizers[phase].load_state_dict(optimizer_state)
-        self.objective.load_state_dict(state["objective"])
-        self.data_generator.set_state(state["data_generator"])
-        self.noise_generator.set_state(state["noise_generator"])
-        self.areas.load_state_dict(state.get("evaluations", {}))  # absent from checkpoints before it existed
-        self.step = int(state["step"])
-        if self.static_step is not None:  # the optimiser's state tensors were replaced: capture them again
-            self.static_step.reset()
+    # What a checkpoint holds and how a resume loads it back, and what a finished run hands on (state.py).
+    state_dict = trainer_state
+    load_state = restore_state
+    export = exported_state
 
     def save(self) -> Path | None:
         if self.rank != 0 or self.checkpoint_dir is None:
@@ -345,47 +272,3 @@ class Trainer:
 
     def _latest(self) -> Path | None:
         return latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None
-
-    def export(self) -> dict[str, Any]:
-        """The model a finished run hands on (sampling, evaluation, teachers): config, raw and EMA weights."""
-        return {
-            "config": self.config.model_dump_json(),
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-        }
-
-
-def _average_gradients(parameters: list[torch.nn.Parameter], world_size: int) -> None:
-    """Data-parallel gradient sync: every rank ends with the mean gradient over ranks.
-
-    An explicit all-reduce after `backward` rather than DistributedDataParallel's hooks: it is correct whatever the
-    loss does inside (forward-mode JVPs through `torch.func`, several calls of the network, owned networks), and
-    with identical initial weights (same seed on every rank) the ranks stay identical step after step.
-    """
-    import torch.distributed as dist
-
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "radam": torch.optim.RAdam,  # the flow-map paper's (arXiv 2505.18825, Table 2); L2 weight decay, as Adam's
-}
-
-
-def _optimizer(parameters: list[torch.nn.Parameter], train, overrides: dict) -> torch.optim.Optimizer:
-    """`train.optimizer` (Adam, AdamW or RAdam) over `parameters`, with the objective's overrides for this phase."""
-    options = train.optimizer.model_dump(exclude={"name"})
-    options.update(overrides)
-    return _OPTIMIZERS[train.optimizer.name](parameters, **options)

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from mgm_studies.data import DataError, FileData, HistogramSpec
+from mgm_studies.data import DataError, HistogramSpec
+from mgm_studies.data.files import FileData
 
 ROWS = np.array([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0], [9.0, 10.0, 11.0]])
 

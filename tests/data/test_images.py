@@ -12,15 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mgm_studies.data import (
-    DataError,
-    DigitsData,
-    ImageDataset,
-    ImageFolderData,
-    TorchvisionImages,
-    make_image_dataset,
-)
-from mgm_studies.data.images import DATA_ROOT_VARIABLE
+from mgm_studies.data import DataError, make_image_dataset
+from mgm_studies.data.images import DATA_ROOT_VARIABLE, DigitsData, ImageDataset, ImageFolderData, TorchvisionImages
 
 
 def raises(field: str, *words: str, factory=TorchvisionImages, **kwargs) -> DataError:

@@ -8,8 +8,8 @@ import torch
 
 from mgm_studies.config import parse_run_config
 from mgm_studies.evaluation import evaluate
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.reporter import RecordingReporter
-from mgm_studies.training.trainer import Trainer
 
 CONFIG = {
     "data": {"name": "digits"},
@@ -25,7 +25,7 @@ def test_training_lowers_the_8_step_fid_and_the_value_carries_its_provenance(tmp
     torch.set_num_threads(1)  # small convolutions: two threads only contend on a shared 2-core machine
     try:
         reporter = RecordingReporter()
-        trainer = Trainer(parse_run_config(CONFIG), reporter=reporter)
+        trainer = trainer_for(parse_run_config(CONFIG), reporter=reporter)
         trainer.model.eval()
         before = evaluate(trainer.model, trainer.objective, trainer.dataset, trainer.config.eval, step=0,
                           device=torch.device("cpu"))  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 from conftest import small_config
 
 from mgm_studies import evaluation
-from mgm_studies.builders import build_model, build_run
+from mgm_studies.builders import build_model
 from mgm_studies.config import parse_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.data import GaussianData, HistogramSpec, data_shape, make_toy_dataset
@@ -21,6 +21,7 @@ from mgm_studies.metrics.kl_paper import (
     kl_paper_divergence,
     kl_paper_grid,
 )
+from mgm_studies.runs import build_run, trainer_for
 
 CPU = torch.device("cpu")
 N = 64_000  # the paper's number of samples
@@ -130,7 +131,8 @@ def _paper_config(**eval_fields):
 
 def test_evaluation_logs_kl_paper_per_nfe_and_leaves_kl_alone(monkeypatch) -> None:
     config = _paper_config()
-    dataset, _, objective = build_run(config)
+    parts = build_run(config)
+    dataset, objective = parts.dataset, parts.objective
     torch.manual_seed(0)
     model = build_model(config.model, data_shape(dataset), objective.model_kind).eval()
     monkeypatch.setattr(evaluation, "SAMPLE_CHUNK", 256)  # counts gathered over 12 chunks
@@ -148,7 +150,6 @@ def test_evaluation_logs_kl_paper_per_nfe_and_leaves_kl_alone(monkeypatch) -> No
 
 
 def test_a_trained_run_reports_kl_paper() -> None:
-    from mgm_studies.training.trainer import Trainer
 
     config = parse_run_config(
         small_config(
@@ -157,21 +158,18 @@ def test_a_trained_run_reports_kl_paper() -> None:
             eval={"metrics": ["kl_paper"], "steps": [1, 4], "num_samples": 2000},
         )
     )
-    result = Trainer(config).run()
+    result = trainer_for(config).run()
     assert result.status == "finished"
     assert all(math.isfinite(result.metrics[f"kl_paper/nfe-{k}"]) for k in (1, 4))
 
 
 def test_the_metric_name_passes_every_metric_name_rule() -> None:
-    from mgm_studies.reporting.collect import EVAL_METRIC
-    from mgm_studies.studies.mlflow_sweep import _EVAL_METRIC
+    from mgm_studies.names import parse_eval_metric
     from mgm_studies.studies.space import parse_study_spec
-    from mgm_studies.studies.space_checks import _METRIC
 
     name = evaluation.metric_name("kl_paper", 16)
     assert name == "kl_paper/nfe-16"
-    assert _EVAL_METRIC.match(name) and _METRIC.match(name)["metric"] == "kl_paper"
-    assert EVAL_METRIC.match(name)["family"] == "kl_paper" and EVAL_METRIC.match(name)["k"] == "16"
+    assert parse_eval_metric(name) == ("kl_paper", 16)
     base = small_config(data={"name": "checkerboard_paper"}, eval={"metrics": ["kl_paper"], "steps": [1, 16]})
     spec = parse_study_spec(
         {"name": "paper-kl", "base": base, "metric": name, "space": {"train.batch_size": {"choice": [64, 128]}}}

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from mgm_studies.builders import build_model
-from mgm_studies.config import UNetConfig
-from mgm_studies.models import GeneratorUNet, TwoTimeUNet, VelocityUNet
+from mgm_studies.models import GeneratorUNet, TwoTimeUNet, UNetConfig, VelocityUNet
 
 SMALL = {"channels": 8, "channel_mult": (1, 2), "norm_groups": 4}
 TIMED = {**SMALL, "embedding_dim": 16}

@@ -13,13 +13,13 @@ from mgm_studies.objectives import OBJECTIVES, ObjectiveConfig, build_objective
 from mgm_studies.objectives.flow_map_base import sample_pairs
 from mgm_studies.objectives.si import SIConfig
 
-FLOW_MAP_NAMES = sorted(name for name, (_, cls) in OBJECTIVES.items() if cls.model_kind == "two_time")
-DERIVATIVE_NAMES = [name for name in FLOW_MAP_NAMES if "derivative" in OBJECTIVES[name][0].model_fields]
+FLOW_MAP_NAMES = sorted(name for name, entry in OBJECTIVES.items() if entry.objective.model_kind == "two_time")
+DERIVATIVE_NAMES = [name for name in FLOW_MAP_NAMES if "derivative" in OBJECTIVES[name].config.model_fields]
 MEAN, SD, SIGMA0 = torch.tensor([1.5, -0.5]), 0.7, 1.2
 
 
 def make_config(name: str, **options):
-    config_class = OBJECTIVES[name][0]
+    config_class = OBJECTIVES[name].config
     if "teacher" in config_class.model_fields:  # the objective gets its teacher directly in these tests
         options.setdefault("teacher", {"path": "unused.pt"})
     return config_class(name=name, **options)

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from mgm_studies.builders import build_model
-from mgm_studies.config import MLPConfig
 from mgm_studies.interpolants import Interpolant
+from mgm_studies.models import MLPConfig
 from mgm_studies.objectives import build_objective
 from mgm_studies.objectives.gm import GMJumpConfig, GMSuperpositionConfig
-from mgm_studies.objectives.gm_path import JumpBins, conditional_rate, conditional_velocity
+from mgm_studies.objectives.gm_path import JumpBins, conditional_rate
 from mgm_studies.objectives.gm_sampling import GeneratorHeads, jump_probability, superposition
+from mgm_studies.runs import trainer_for
 from mgm_studies.sampling import euler
-from mgm_studies.training.trainer import Trainer
 
 Z = 1.5  # the one data point: the marginal generator is then the conditional one, and p_t = N(t Z, (1 - t)^2)
 BINS = JumpBins(-6.0, 6.0, 240)
@@ -29,7 +29,7 @@ def exact_field(t: torch.Tensor, x: torch.Tensor) -> GeneratorHeads:
     """The exact heads at (t, x); the jump law depends on (t, Z) only, so it is computed once and broadcast."""
     t_, z = t.view(-1, 1), torch.full_like(x, Z)
     logits = BINS.masses(z[:1, :1], t_[:1]).clamp_min(1e-30).log().expand(x.shape[0], -1, x.shape[1])
-    return GeneratorHeads(conditional_velocity(x, z, t_), conditional_rate(x, z, t_), logits)
+    return GeneratorHeads((z - x) / (1 - t_), conditional_rate(x, z, t_), logits)  # the conditional velocity
 
 
 @pytest.mark.parametrize(
@@ -197,7 +197,7 @@ def _train(make_config, objective: dict, steps: int) -> tuple[float, float]:
         train={"steps": steps, "batch_size": 256, "checkpoint_interval": 10**6, "ema_decays": [0.99]},
         eval={"metrics": ["kl"], "steps": [64], "num_samples": 4000, "reference_samples": 4000},
     )
-    trainer = Trainer(config)
+    trainer = trainer_for(config)
     untrained = trainer.run_evaluation().metrics["kl/nfe-64"]
     result = trainer.run()
     assert result.status == "finished"

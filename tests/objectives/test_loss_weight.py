@@ -26,7 +26,7 @@ class ConstantWeight(nn.Module):
 
 
 def _objective(name: str, **options):
-    config_class = OBJECTIVES[name][0]
+    config_class = OBJECTIVES[name].config
     return build_objective(config_class(name=name, **options), Interpolant("linear", "none"))
 
 
@@ -54,7 +54,7 @@ def test_weighted_loss_is_exp_minus_w_times_the_loss_plus_w_and_optimal_at_log_l
 
 @pytest.mark.parametrize("name", [*SELF_DISTILLATION, "pfmm", "itvm"])
 def test_off_by_default(name):
-    assert OBJECTIVES[name][0].model_fields["learned_weight"].default is False
+    assert OBJECTIVES[name].config.model_fields["learned_weight"].default is False
 
 
 @pytest.mark.parametrize("name", SELF_DISTILLATION)

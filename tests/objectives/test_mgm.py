@@ -284,7 +284,7 @@ def test_sampling_is_one_step_whatever_the_number_of_steps():
 
 
 def test_registry_builds_mgm_for_a_generator():
-    config_class, objective_class = OBJECTIVES["mgm"]
+    config_class, objective_class = OBJECTIVES["mgm"].config, OBJECTIVES["mgm"].objective
     objective = build_objective(config_class(), Interpolant("trig"))
     assert isinstance(objective, objective_class) and objective.model_kind == "generator"
 
@@ -352,7 +352,7 @@ def test_a_config_with_sigma_max_says_what_to_write_instead():
 # ---------------------------------------------------------------------- the denoising warm-up and initialisation
 def _warm(interpolant: Interpolant | None = None, **config) -> tuple[MidpointGenerativeModel, nn.Module]:
     from mgm_studies.builders import build_model
-    from mgm_studies.config import MLPConfig
+    from mgm_studies.models import MLPConfig
 
     objective = make_objective(interpolant, denoiser_steps=10, **config)
     model = build_model(MLPConfig(hidden=32, depth=2, embedding_dim=8), (2,), objective.model_kind)
@@ -391,7 +391,7 @@ def test_the_warm_up_trains_the_denoiser_with_the_si_loss_then_the_critic_starts
     assert set(objective.networks()) == {"critic", "denoise"} and objective.networks()["denoise"] is model.velocity
     x1 = torch.randn(32, 2)
     out = objective.loss("denoise", model, x1, torch.Generator().manual_seed(3))
-    si = build_objective(OBJECTIVES["si"][0](), Interpolant("linear"))
+    si = build_objective(OBJECTIVES["si"].config(), Interpolant("linear"))
     assert torch.equal(out.loss, si(model.velocity, x1, torch.Generator().manual_seed(3)).loss)
     with torch.no_grad():  # the warm-up moved the denoiser away from the critic's initial weights
         for parameter in model.velocity.parameters():

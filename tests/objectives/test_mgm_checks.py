@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from mgm_studies.config import parse_run_config
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.reporter import RecordingReporter
-from mgm_studies.training.trainer import Trainer
 
 
 def _run(critic_lr: float, steps: int, capsys) -> tuple[dict[str, float], dict[str, str], str]:
@@ -29,7 +29,7 @@ def _run(critic_lr: float, steps: int, capsys) -> tuple[dict[str, float], dict[s
     )
     reporter = RecordingReporter()
     capsys.readouterr()
-    Trainer(config, reporter=reporter).run()
+    trainer_for(config, reporter=reporter).run()
     final = reporter.evaluations[-1]
     return final.metrics, final.tags, capsys.readouterr().err
 

@@ -8,7 +8,7 @@ import torch
 from mgm_studies.config import parse_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.exported import save_exported
-from mgm_studies.training.trainer import Trainer
+from mgm_studies.runs import trainer_for
 
 MODEL = {"hidden": 16, "depth": 2, "embedding_dim": 8}
 TRAIN = {"steps": 30, "batch_size": 32, "ema_decays": [0.9], "checkpoint_interval": 10**6}
@@ -17,7 +17,7 @@ TRAIN = {"steps": 30, "batch_size": 32, "ema_decays": [0.9], "checkpoint_interva
 @pytest.fixture(scope="module")
 def teacher_path(tmp_path_factory):
     """A tiny si run on moons, exported with its EMA: the denoiser MGM starts from."""
-    trainer = Trainer(parse_run_config({"data": {"name": "moons"}, "model": MODEL, "train": TRAIN}))
+    trainer = trainer_for(parse_run_config({"data": {"name": "moons"}, "model": MODEL, "train": TRAIN}))
     trainer.run()
     return save_exported(trainer.export(), tmp_path_factory.mktemp("teacher") / "final.pt")
 
@@ -37,7 +37,7 @@ def test_generator_and_critic_start_from_the_teachers_ema_weights(teacher_path):
     from mgm_studies.exported import load_exported
 
     teacher = load_exported(teacher_path, ema="config").model
-    trainer = Trainer(parse_run_config(_mgm({"path": str(teacher_path)})))
+    trainer = trainer_for(parse_run_config(_mgm({"path": str(teacher_path)})))
     objective, model = trainer.objective, trainer.model
     assert objective.teacher_source == f"path:{teacher_path}"
     z, t, y = torch.randn(64, 2), torch.rand(64), torch.randn(64, 2)
@@ -56,7 +56,7 @@ def test_generator_and_critic_start_from_the_teachers_ema_weights(teacher_path):
 
 
 def _problem_fields(config: dict) -> list[str]:
-    from mgm_studies.builders import build_run
+    from mgm_studies.runs import build_run
 
     with pytest.raises(ConfigError) as caught:
         build_run(parse_run_config(config))
@@ -70,7 +70,7 @@ def test_a_teacher_of_another_dimension_is_refused_naming_the_field(tmp_path):
         "train": {**TRAIN, "steps": 2},
         "eval": {"metrics": ["sw2"], "num_samples": 100},
     }
-    trainer = Trainer(parse_run_config(other))
+    trainer = trainer_for(parse_run_config(other))
     trainer.run()
     path = save_exported(trainer.export(), tmp_path / "three.pt")
     assert _problem_fields(_mgm({"path": str(path)})) == ["objective.teacher"]

@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from mgm_studies.builders import build_model
-from mgm_studies.config import MLPConfig
 from mgm_studies.interpolants import Interpolant
-from mgm_studies.models import VelocityMLP
+from mgm_studies.models import MLPConfig, VelocityMLP
 from mgm_studies.objectives import OBJECTIVES, build_objective
 
 DIM, BATCH = 2, 16
@@ -22,7 +21,7 @@ TINY = MLPConfig(hidden=16, depth=2, embedding_dim=8)
 
 
 def _config(name: str, options: dict):
-    config_class = OBJECTIVES[name][0]
+    config_class = OBJECTIVES[name].config
     teacher = {"teacher": {"path": "teacher.pt"}} if "teacher" in config_class.model_fields else {}
     try:  # the registry's configs differ in what they require: a teacher where the objective distils one
         return config_class(name=name, **teacher, **options)

@@ -10,6 +10,7 @@ import pytest
 
 from mgm_studies.reporting import tables as T
 from mgm_studies.reporting.collect import StudyData, portable, ui_address
+from mgm_studies.reporting.pareto import pareto
 
 
 def study(rows: list[dict], axes: list[str], metric: str = "kl/nfe-1", mode: str = "min") -> StudyData:
@@ -23,7 +24,6 @@ def study(rows: list[dict], axes: list[str], metric: str = "kl/nfe-1", mode: str
         experiment_id="1",
         sweep_run_id="p",
         sweep_name="s-1",
-        sweep_start=pd.Timestamp(0, unit="s", tz="UTC"),
         sweep_end=None,
         search={},
         axes=axes,
@@ -129,11 +129,11 @@ def test_the_pareto_front_holds_the_configurations_no_other_dominates():
     ]
     rows.append({"a": "E", "status": "error", "m1": math.nan, "m2": math.nan, "train.seed": 0})
     leveled, _ = T.levels(study(rows, ["a"], metric="m1"))
-    front = T.pareto(leveled, ["a"], ["m1", "m2"], ["min", "min"])
+    front = pareto(leveled, ["a"], ["m1", "m2"], ["min", "min"])
     table = front.rows.set_index("a")
     assert table.loc["B", "m1"] == pytest.approx(2.0) and table.loc["B", "n"] == 2 and "E" not in table.index
     assert table["front"].to_dict() == {"A": True, "B": True, "C": False, "D": True}
     # Maximising m2 instead: A (m2 = 5, the highest, and the lowest m1) dominates everything else.
-    assert T.pareto(leveled, ["a"], ["m1", "m2"], ["min", "max"]).rows.set_index("a")["front"].to_dict() == {
+    assert pareto(leveled, ["a"], ["m1", "m2"], ["min", "max"]).rows.set_index("a")["front"].to_dict() == {
         "A": True, "B": False, "C": False, "D": False
     }  # fmt: skip

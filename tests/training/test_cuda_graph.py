@@ -9,11 +9,12 @@ import pytest
 import torch
 from conftest import small_config
 
-from mgm_studies.builders import build_dataset
+from mgm_studies.builders import build_dataset, build_parts
 from mgm_studies.config import parse_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.models import VelocityMLP
-from mgm_studies.objectives import OBJECTIVES, build_objective
+from mgm_studies.objectives import OBJECTIVES
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.checkpoint import load_checkpoint, save_checkpoint
 from mgm_studies.training.cuda_graph import ELIGIBLE, REFUSED
 from mgm_studies.training.trainer import Trainer
@@ -30,7 +31,7 @@ CASES = {
 
 def _config(name: str, options: dict | None = None, **train):
     objective = {"name": name, **(options or {})}
-    if "teacher" in OBJECTIVES[name][0].model_fields and objective.get("reference") != "ema" and name != "mgm":
+    if "teacher" in OBJECTIVES[name].config.model_fields and objective.get("reference") != "ema" and name != "mgm":
         objective["teacher"] = {"path": "unused.pt"}  # replaced by an in-memory teacher in `_trainer`
     # A schedule that moves every step, so that a learning rate the static step failed to refresh shows.
     schedule = {"name": "cosine", "warmup_steps": 3}
@@ -40,10 +41,10 @@ def _config(name: str, options: dict | None = None, **train):
 
 def _trainer(config, *, static: bool) -> Trainer:
     """A Trainer on the CPU; `static`: its steps go through the CUDA-graph step's code, uncaptured."""
-    dataset, interpolant = build_dataset(config), config.interpolant.build()
+    dataset = build_dataset(config)
     torch.manual_seed(0)
     teacher = VelocityMLP(dataset.dim, hidden=32, depth=2).requires_grad_(False).eval()
-    trainer = Trainer(config, parts=(dataset, interpolant, build_objective(config.objective, interpolant, teacher)))
+    trainer = Trainer(config, build_parts(config, dataset, teacher))
     if static:
         trainer.static_step = trainer.make_static_step(capture=False)
     return trainer
@@ -139,10 +140,10 @@ def test_configs_the_static_step_cannot_serve_are_refused_naming_the_field(objec
 def test_cuda_graphs_on_a_cpu_device_is_refused_when_the_trainer_is_built():
     config = _config("si", cuda_graphs=True)  # resources.device auto: valid until the run lands on a CPU
     with pytest.raises(ConfigError, match=r"train\.cuda_graphs: .*needs a CUDA device; this run trains on cpu"):
-        Trainer(config, device="cpu")
+        trainer_for(config, device="cpu")
 
 
 def test_the_static_step_refuses_an_objective_with_two_phases_even_past_the_config():
-    trainer = Trainer(_config("mgm", {"denoiser_steps": 1}, ema_decays=[0.9]))
+    trainer = trainer_for(_config("mgm", {"denoiser_steps": 1}, ema_decays=[0.9]))
     with pytest.raises(ConfigError, match=r"train\.cuda_graphs: objective 'mgm' has more than one phase"):
         trainer.make_static_step(capture=False)

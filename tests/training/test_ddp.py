@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from conftest import small_config
 
 from mgm_studies.config import parse_run_config
-from mgm_studies.training.trainer import Trainer
+from mgm_studies.runs import trainer_for
 
 
 def _free_port() -> int:
@@ -33,7 +33,7 @@ def _rank(rank: int, port: int, objective: str, synced: bool, out: str, images: 
     try:
         sections = {"objective": {"name": objective}, "train": {"steps": 8, "batch_size": 32}}
         config = parse_run_config(small_config(**sections, **(IMAGES if images else {})))
-        trainer = Trainer(config, rank=rank, world_size=2 if synced else 1)
+        trainer = trainer_for(config, rank=rank, world_size=2 if synced else 1)
         trainer.run()
         torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, f"{out}/rank{rank}.pt")
     finally:

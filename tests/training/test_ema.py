@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from mgm_studies.config import LRScheduleConfig
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.ema import EMA
 from mgm_studies.training.schedule import lr_factor
 
@@ -56,7 +57,6 @@ def test_mgms_ema_averages_the_game_only():
     # The trainer restarts the EMAs at the objective's ema_start (MGM: the end of its denoising warm-up): at the
     # first game step the average is the weights themselves, whatever the warm-up's weights were.
     from mgm_studies.config import parse_run_config
-    from mgm_studies.training.trainer import Trainer
 
     config = {
         "data": {"name": "moons"},
@@ -64,7 +64,7 @@ def test_mgms_ema_averages_the_game_only():
         "objective": {"name": "mgm", "denoiser_steps": 12, "collapse_check_steps": 0},
         "train": {"steps": 20, "batch_size": 16, "ema_decays": [0.999]},
     }
-    trainer = Trainer(parse_run_config(config))
+    trainer = trainer_for(parse_run_config(config))
     assert trainer.objective.ema_start() == 12
     for _ in range(12):
         trainer.train_step()

@@ -13,8 +13,8 @@ from mgm_studies.evaluation import GRID_IMAGES
 from mgm_studies.exported import load_exported, save_exported
 from mgm_studies.objectives import OBJECTIVES
 from mgm_studies.plots import evaluation_figures
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.reporter import RecordingReporter
-from mgm_studies.training.trainer import Trainer
 
 UNET = {"name": "unet", "channels": 8, "channel_mult": [1, 2], "norm_groups": 4, "embedding_dim": 16}
 TRAIN = {"steps": 3, "batch_size": 8, "checkpoint_interval": 3, "log_interval": 1, "ema_decays": [0.9]}
@@ -28,7 +28,7 @@ def digits_config(**sections) -> dict:
 @pytest.fixture(scope="module")
 def teacher_path(tmp_path_factory):
     """A (barely trained) si teacher on the digits, for the distillation objectives."""
-    trainer = Trainer(parse_run_config(digits_config()))
+    trainer = trainer_for(parse_run_config(digits_config()))
     trainer.run()
     return save_exported(trainer.export(), tmp_path_factory.mktemp("teacher") / "teacher.pt")
 
@@ -40,10 +40,10 @@ CASES = [(name, options) for name in sorted(OBJECTIVES) for options in VARIANTS.
 @pytest.mark.parametrize(("name", "options"), CASES, ids=[f"{n}-{o}" if o else n for n, o in CASES])
 def test_every_objective_trains_and_evaluates_on_8x8_digits_with_a_unet(name, options, teacher_path, tmp_path):
     objective = {"name": name, **options}
-    if "teacher" in OBJECTIVES[name][0].model_fields and options.get("reference") != "ema":
+    if "teacher" in OBJECTIVES[name].config.model_fields and options.get("reference") != "ema":
         objective["teacher"] = {"path": str(teacher_path)}
     reporter = RecordingReporter()
-    trainer = Trainer(parse_run_config(digits_config(objective=objective)), reporter=reporter)
+    trainer = trainer_for(parse_run_config(digits_config(objective=objective)), reporter=reporter)
     result = trainer.run()
     assert result.status == "finished" and result.step == 3
     assert all(math.isfinite(v) for scalars in reporter.scalars.values() for v in scalars.values())

@@ -8,7 +8,8 @@ import torch
 from conftest import small_config
 
 from mgm_studies.config import OptimizerConfig, TrainConfig, parse_run_config
-from mgm_studies.training.trainer import Trainer, _optimizer
+from mgm_studies.runs import trainer_for
+from mgm_studies.training.optim import make_optimizer
 
 LSD_WEIGHTED = {"name": "lsd", "learned_weight": True}
 
@@ -32,7 +33,7 @@ def test_radam_from_the_config_follows_torch_radam_step_for_step():
     train = TrainConfig(
         steps=1, optimizer=OptimizerConfig(name="radam", lr=0.05, betas=(0.8, 0.99), weight_decay=0.01, eps=1e-6)
     )
-    ours = _quadratic_trajectory(lambda params: _optimizer(params, train, {}))
+    ours = _quadratic_trajectory(lambda params: make_optimizer(params, train, {}))
     reference = _quadratic_trajectory(
         lambda params: torch.optim.RAdam(params, lr=0.05, betas=(0.8, 0.99), weight_decay=0.01, eps=1e-6)
     )
@@ -46,7 +47,7 @@ def test_radams_first_step_is_plain_momentum_sgd():
     moment, i.e. x1 = x0 - lr * grad (Adam's would be about lr * sign(grad))."""
     train = TrainConfig(steps=1, optimizer=OptimizerConfig(name="radam", lr=0.1))
     x = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
-    optimizer = _optimizer([x], train, {})
+    optimizer = make_optimizer([x], train, {})
     x.square().sum().backward()  # grad 2 x
     optimizer.step()
     assert torch.allclose(x.detach(), torch.tensor([1.0, -2.0, 3.0]) * (1 - 0.1 * 2))
@@ -59,7 +60,7 @@ def test_radam_reaches_every_optimiser_of_a_run_with_the_objectives_overrides():
             train={"steps": 4, "batch_size": 32, "optimizer": {"name": "radam", "lr": 1e-3}},
         )
     )
-    trainer = Trainer(config)
+    trainer = trainer_for(config)
     assert {phase: type(opt) for phase, opt in trainer.optimizers.items()} == {
         phase: torch.optim.RAdam for phase in trainer.networks
     }
@@ -75,7 +76,7 @@ def test_grad_clip_rescales_the_global_norm_over_everything_the_optimiser_trains
     scaled by min(1, c / |g|), |g| their joint L2 norm, which is logged as grad_norm (the paper clips at 10 and 1)."""
     clip = 1e-3
     config = small_config(objective=LSD_WEIGHTED, train={"steps": 4, "batch_size": 64, "grad_clip": clip})
-    trainer = Trainer(parse_run_config(config))
+    trainer = trainer_for(parse_run_config(config))
     pending = trainer.train_step()  # the gradients stay on the parameters until the next step
     logged = float(pending.values[pending.names.index("grad_norm")])
     assert logged > 10 * clip
@@ -92,7 +93,7 @@ def test_the_learned_loss_weight_trains_with_the_model_and_resumes_exactly(tmp_p
             train={"steps": 6, "batch_size": 64, "checkpoint_interval": 3, "optimizer": {"name": "radam"}},
         )
     )
-    reference = Trainer(config)
+    reference = trainer_for(config)
     weight = reference.objective.loss_weight
     optimised = {id(p) for p in reference.optimizers["model"].param_groups[0]["params"]}
     assert {id(p) for p in weight.parameters()} <= optimised
@@ -101,12 +102,12 @@ def test_the_learned_loss_weight_trains_with_the_model_and_resumes_exactly(tmp_p
         reference.train_step()
     assert any(not torch.equal(a, p) for a, p in zip(start, weight.parameters(), strict=True))
 
-    first = Trainer(config, checkpoint_dir=tmp_path)
+    first = trainer_for(config, checkpoint_dir=tmp_path)
     for _ in range(3):
         first.train_step()
     first.save()
     assert set(first.state_dict()["trained_with"]["model"]) == {"loss_weight"}
-    resumed = Trainer(config, checkpoint_dir=tmp_path)
+    resumed = trainer_for(config, checkpoint_dir=tmp_path)
     assert resumed.step == 3
     for _ in range(3):
         resumed.train_step()

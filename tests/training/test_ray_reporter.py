@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mgm_studies.training.ray_train import STEP, RayReporter
-from mgm_studies.training.trainer import Trainer
+from mgm_studies.names import STEP
+from mgm_studies.runs import trainer_for
+from mgm_studies.training.ray_train import RayReporter
 
 
 class _Stopped(Exception):
@@ -27,7 +28,7 @@ def _trial(config, checkpoint_dir: Path, sent: list[dict], *, stop_at: int | Non
         modes=["min"],
         reported_through=reported_through,
     )
-    trainer = Trainer(config, checkpoint_dir=checkpoint_dir, reporter=reporter)
+    trainer = trainer_for(config, checkpoint_dir=checkpoint_dir, reporter=reporter)
     reporter.export = trainer.export
     return trainer
 

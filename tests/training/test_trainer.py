@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.checkpoint import latest_checkpoint
 from mgm_studies.training.reporter import RecordingReporter
 from mgm_studies.training.trainer import Trainer
@@ -30,7 +31,7 @@ def test_si_learns_the_analytic_velocity_of_a_gaussian(make_config):
             "checkpoint_interval": 1000,
         },
     )
-    trainer = Trainer(config)
+    trainer = trainer_for(config)
     result = trainer.run()
     assert result.status == "finished"
     model = trainer.evaluation_model()
@@ -52,10 +53,10 @@ def test_si_learns_the_analytic_velocity_of_a_gaussian(make_config):
 
 
 def test_same_seed_same_weights_and_another_seed_differs(make_config):
-    a, b = Trainer(make_config()), Trainer(make_config())
+    a, b = trainer_for(make_config()), trainer_for(make_config())
     a.run(), b.run()
     assert all(torch.equal(x, y) for x, y in zip(_weights(a), _weights(b), strict=True))
-    c = Trainer(make_config(train={"steps": 60, "batch_size": 128, "seed": 1, "ema_decays": [0.9]}))
+    c = trainer_for(make_config(train={"steps": 60, "batch_size": 128, "seed": 1, "ema_decays": [0.9]}))
     c.run()
     assert not torch.equal(_weights(a)[0], _weights(c)[0])
 
@@ -68,14 +69,14 @@ class _StopAfterFirstCheckpoint(RecordingReporter):
 
 def test_resume_after_an_interruption_reaches_exactly_the_uninterrupted_weights(make_config, tmp_path):
     config = make_config()  # 60 steps, checkpoint every 20
-    reference = Trainer(config, checkpoint_dir=tmp_path / "reference")
+    reference = trainer_for(config, checkpoint_dir=tmp_path / "reference")
     reference.run()
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(config, checkpoint_dir=tmp_path / "run", reporter=_StopAfterFirstCheckpoint()).run()
+        trainer_for(config, checkpoint_dir=tmp_path / "run", reporter=_StopAfterFirstCheckpoint()).run()
     assert latest_checkpoint(tmp_path / "run").name == "ckpt-000000020.pt"
 
-    resumed = Trainer(config, checkpoint_dir=tmp_path / "run")
+    resumed = trainer_for(config, checkpoint_dir=tmp_path / "run")
     assert resumed.step == 20 and resumed.resumed_from is not None
     resumed.run()
     assert resumed.step == 60
@@ -87,10 +88,10 @@ def test_resume_after_an_interruption_reaches_exactly_the_uninterrupted_weights(
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(make_config, tmp_path):
-    Trainer(make_config(), checkpoint_dir=tmp_path).run()
+    trainer_for(make_config(), checkpoint_dir=tmp_path).run()
     other = make_config(train={"steps": 60, "batch_size": 64, "ema_decays": [0.9, 0.99]})
     with pytest.raises(RuntimeError, match="config"):
-        Trainer(other, checkpoint_dir=tmp_path)
+        trainer_for(other, checkpoint_dir=tmp_path)
 
 
 def test_non_finite_loss_ends_the_run_as_diverged_at_its_step(make_config, tmp_path):
@@ -105,7 +106,7 @@ def test_non_finite_loss_ends_the_run_as_diverged_at_its_step(make_config, tmp_p
         }
     )
     reporter = RecordingReporter()
-    result = Trainer(config, checkpoint_dir=tmp_path, reporter=reporter).run()
+    result = trainer_for(config, checkpoint_dir=tmp_path, reporter=reporter).run()
     assert result.status == "diverged"
     assert 1 <= result.step < 200
     # Every step before the divergent one was reported with a finite loss; it and later steps were not.
@@ -125,7 +126,7 @@ def test_reports_every_step_and_evaluates_on_the_interval(make_config):
         }
     )
     reporter = RecordingReporter()
-    result = Trainer(config, reporter=reporter).run()
+    result = trainer_for(config, reporter=reporter).run()
     assert sorted(reporter.scalars) == list(range(1, 61))
     assert {"loss", "lr", "grad_norm"} <= set(reporter.scalars[1])
     assert [e.step for e in reporter.evaluations] == [20, 40, 60]
@@ -150,7 +151,7 @@ def test_trains_and_evaluates_on_user_vectors_from_a_parquet_file(make_config, t
         data={"name": "file", "path": str(tmp_path / "points.parquet")},
         eval={"metrics": ["kl", "sw2", "mmd"], "steps": [4], "num_samples": 500, "reference_samples": 500},
     )
-    result = Trainer(config).run()
+    result = trainer_for(config).run()
     assert result.status == "finished"
     assert {"kl/nfe-4", "sw2/nfe-4", "mmd/nfe-4"} <= set(result.metrics)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.metrics.values())

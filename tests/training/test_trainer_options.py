@@ -10,6 +10,7 @@ from conftest import small_config
 from mgm_studies.config import parse_run_config
 from mgm_studies.configbase import ConfigError
 from mgm_studies.data.images import make_image_dataset
+from mgm_studies.runs import trainer_for
 from mgm_studies.training.trainer import Trainer
 
 UNET = {"name": "unet", "channels": 8, "channel_mult": [1, 2], "norm_groups": 4, "embedding_dim": 16}
@@ -17,7 +18,7 @@ DIGITS_EVAL = {"metrics": ["sw2"], "steps": [1], "num_samples": 16, "reference_s
 
 
 def _losses(config: dict, steps: int = 3) -> tuple[list[float], Trainer]:
-    trainer = Trainer(parse_run_config(config))
+    trainer = trainer_for(parse_run_config(config))
     losses = []
     for _ in range(steps):
         pending = trainer.train_step()
