@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	bash scripts/ensure_postgres.sh
-	$(BIN)/ruff check mgm_studies tests benchmarks
-	$(BIN)/ruff format --check mgm_studies tests benchmarks
+	$(BIN)/ruff check mgm_studies tests benchmarks scripts
+	$(BIN)/ruff format --check mgm_studies tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
@@ -34,12 +34,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gpu_sweep.py --mode cpu
 
 lint: $(STAMP)
-	$(BIN)/ruff check mgm_studies tests benchmarks
-	$(BIN)/ruff format --check mgm_studies tests benchmarks
+	$(BIN)/ruff check mgm_studies tests benchmarks scripts
+	$(BIN)/ruff format --check mgm_studies tests benchmarks scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format mgm_studies tests benchmarks
-	$(BIN)/ruff check --fix mgm_studies tests benchmarks
+	$(BIN)/ruff format mgm_studies tests benchmarks scripts
+	$(BIN)/ruff check --fix mgm_studies tests benchmarks scripts
 
 clean:
 	rm -rf out checkpoints mlartifacts mlflow.db .pytest_cache

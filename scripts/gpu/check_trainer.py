@@ -6,7 +6,7 @@
 3. Learning on the GPU: the checkerboard `si` teacher (configs/checkerboard_si.yaml), `itvm` with each
    intermediate-time strategy distilled from it, and MGM on eight_gaussians; KL on the NFE ladder and seconds.
 
-    python benchmarks/gpu_check.py [--out benchmarks/results/gpu_check.json] [--steps 4000]
+    python scripts/gpu/check_trainer.py [--out benchmarks/results/gpu_check.json] [--steps 4000]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import tempfile
 import time
 import traceback
@@ -21,14 +22,13 @@ from pathlib import Path
 
 import torch
 import yaml
-from _results import write_results
 
 from mgm_studies.config import parse_run_config
 from mgm_studies.exported import save_exported
 from mgm_studies.objectives import OBJECTIVES
-from mgm_studies.training.trainer import Trainer
+from mgm_studies.runs import trainer_for
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def load(name: str) -> dict:
@@ -45,12 +45,12 @@ def resume_check(device: str) -> dict:
         }
     )
     with tempfile.TemporaryDirectory() as whole, tempfile.TemporaryDirectory() as parts:
-        reference = Trainer(config, checkpoint_dir=Path(whole), device=device)
+        reference = trainer_for(config, checkpoint_dir=Path(whole), device=device)
         reference.run()
-        first = Trainer(config, checkpoint_dir=Path(parts), device=device)
+        first = trainer_for(config, checkpoint_dir=Path(parts), device=device)
         with contextlib.suppress(KeyboardInterrupt):  # the clean stop after step 100, checkpoint written
             first.run(should_stop=lambda: first.step >= 100)
-        second = Trainer(config, checkpoint_dir=Path(parts), device=device)
+        second = trainer_for(config, checkpoint_dir=Path(parts), device=device)
         resumed_at = second.step
         second.run()
         diff = max(
@@ -72,9 +72,9 @@ def bf16_check(device: str) -> dict:
             "train": {"steps": 50, "batch_size": 512, "precision": "bfloat16", "checkpoint_interval": 10**6},
             "eval": {"metrics": ["kl"], "steps": [1], "num_samples": 2000},
         }
-        if "teacher" in OBJECTIVES[name][0].model_fields:  # an untrained teacher: only finiteness is checked
+        if "teacher" in OBJECTIVES[name].config.model_fields:  # an untrained teacher: only finiteness is checked
             objective["teacher"] = {"path": str(_random_teacher(device))}
-        result = Trainer(parse_run_config(config), device=device).run()
+        result = trainer_for(parse_run_config(config), device=device).run()
         results[name] = {"status": result.status, "kl/nfe-1": result.metrics.get("kl/nfe-1")}
     return results
 
@@ -93,7 +93,7 @@ def _random_teacher(device: str) -> Path:
                 "train": {"steps": 1},
             }
         )
-        trainer = Trainer(config, device=device)
+        trainer = trainer_for(config, device=device)
         _TEACHER = save_exported(trainer.export(), Path(tempfile.mkdtemp()) / "teacher.pt")
     return _TEACHER
 
@@ -102,7 +102,7 @@ def learning(device: str, steps: int, out: dict) -> None:
     teacher_config = load("checkerboard_si.yaml")
     teacher_config["train"]["steps"] = steps
     start = time.perf_counter()
-    teacher = Trainer(parse_run_config(teacher_config), device=device)
+    teacher = trainer_for(parse_run_config(teacher_config), device=device)
     metrics = teacher.run().metrics
     out["teacher_si"] = {"seconds": time.perf_counter() - start, **_kl(metrics)}
     path = save_exported(teacher.export(), Path(tempfile.mkdtemp()) / "teacher.pt")
@@ -120,7 +120,7 @@ def _train(config: dict, device: str) -> dict:
     config = copy.deepcopy(config)
     config["eval"]["interval"] = config["train"]["steps"] // 4
     start = time.perf_counter()
-    trainer = Trainer(parse_run_config(config), device=device)
+    trainer = trainer_for(parse_run_config(config), device=device)
     metrics = trainer.run().metrics
     return {"seconds": time.perf_counter() - start, **_kl(metrics)}
 
@@ -151,7 +151,8 @@ def main() -> None:
         if result is not None:
             out[check] = result
         print(check, f"{time.perf_counter() - start:.1f}s", out.get(check), flush=True)
-        write_results(args.out, out)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

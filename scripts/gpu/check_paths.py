@@ -1,6 +1,6 @@
 """Checks of the GPU path on a CUDA device (issue 6): each option changes how a step runs, not what it computes.
 
-    python benchmarks/gpu_path_check.py [--size 8] [--steps 4]
+    python scripts/gpu/check_paths.py [--size 8] [--steps 4]
 
 - `data_on_device`: batches gathered from the copy of the image set on the GPU equal `sample()` moved there, and a
   Trainer fed either way reports the same losses;
@@ -22,7 +22,7 @@ import torch
 from mgm_studies.config import parse_run_config
 from mgm_studies.data.images import make_image_dataset
 from mgm_studies.exported import save_exported
-from mgm_studies.training.trainer import Trainer
+from mgm_studies.runs import trainer_for
 
 
 def config(size: int, objective: dict, **train) -> dict:
@@ -36,7 +36,7 @@ def config(size: int, objective: dict, **train) -> dict:
 
 
 def losses(raw: dict, steps: int, device: str) -> list[float]:
-    trainer = Trainer(parse_run_config(raw), device=device)
+    trainer = trainer_for(parse_run_config(raw), device=device)
     out = []
     for _ in range(steps):
         pending = trainer.train_step()
@@ -83,7 +83,7 @@ def main() -> int:
     compiled_lsd = losses(config(args.size, lsd, compile=True), args.steps, args.device)
     check("compile through jvp (lsd)", close(eager_lsd, compiled_lsd, 1e-3), f"{eager_lsd} vs {compiled_lsd}")
     with tempfile.TemporaryDirectory() as tmp:
-        teacher = Trainer(parse_run_config(config(args.size, si)), device=args.device)
+        teacher = trainer_for(parse_run_config(config(args.size, si)), device=args.device)
         teacher.train_step()
         path = save_exported(teacher.export(), Path(tmp) / "teacher.pt")
         itvm = {"name": "itvm", "teacher": {"path": str(path)}}
