@@ -22,7 +22,7 @@ from mgm_studies.interpolants import Interpolant
 from mgm_studies.metrics import mmd, sliced_wasserstein2
 from mgm_studies.metrics.kl import data_masses, histogram_counts, kl_divergence
 from mgm_studies.metrics.kl_paper import kl_paper_data_masses, kl_paper_divergence, kl_paper_grid
-from mgm_studies.names import eval_metric as metric_name  # `kl/nfe-4`: its one name in Tune, MLflow, reports
+from mgm_studies.names import eval_metric  # `kl/nfe-4`: its one name in Tune, MLflow, reports
 from mgm_studies.objectives import Objective
 from mgm_studies.sampling import SampleResult
 from mgm_studies.training.reporter import Evaluation
@@ -152,9 +152,9 @@ def evaluate(
             reference = dataset.reference(kept, generator)
         x = torch.cat(first)
         samples[k] = x[:GRID_IMAGES] if image else x  # images: what a sample grid shows
-        metrics[metric_name("fevals", k)] = float(nfe)
+        metrics[eval_metric("fevals", k)] = float(nfe)
         if whole is not None:
-            metrics.update({metric_name(name, k): value for name, value in quality(whole).items()})
+            metrics.update({eval_metric(name, k): value for name, value in quality(whole).items()})
             del whole
         for metric in (m for m in config.metrics if m not in ("fid", "kid")):
             if metric == "kl":
@@ -166,7 +166,7 @@ def evaluate(
                 value = sliced_wasserstein2(x.flatten(1), reference.flatten(1), generator=generator)
             else:
                 value = mmd(x.flatten(1), reference.flatten(1), generator=generator)
-            metrics[metric_name(metric, k)] = value
+            metrics[eval_metric(metric, k)] = value
     checks, check_tags = objective.evaluation_checks(model, dataset, torch.Generator().manual_seed(seed + 1), device)
     metrics.update(checks)
     kept_reference = reference[:GRID_IMAGES] if image else reference

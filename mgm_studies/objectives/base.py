@@ -87,6 +87,9 @@ class Objective(abc.ABC):
     needs_condot_interpolant: ClassVar[bool] = False
     # The flow maps' learned per-(s, t) loss weight (`learned_weight: true`): the run config refuses it elsewhere.
     supports_learned_weight: ClassVar[bool] = False
+    # Metrics an objective reports beside `loss` and the evaluation's (MGM: `mgm/divergence`): a study may optimise
+    # them, and the sweep logs them from a trial's results (`studies/space_checks.objective_metrics`).
+    reported_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, interpolant: Interpolant, teacher: VelocityFn | None = None) -> None:
         problems = self.interpolant_problems(interpolant)

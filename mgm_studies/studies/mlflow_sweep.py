@@ -51,6 +51,7 @@ class MlflowSweepCallback(tune.Callback):
         self.experiment_id, self.parent_run_id, self.sweep = experiment_id, parent_run_id, sweep
         self.keep_checkpoints = keep_checkpoints  # "all", or "unfinished": see `trial_files.prune_checkpoints`
         self.max_concurrent = max_concurrent
+        self.declared = {names.LOSS, *objective_metrics()}  # logged from a result when it holds them (_log_result)
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
         self._where: dict[str, str] = {}
@@ -182,7 +183,7 @@ class MlflowSweepCallback(tune.Callback):
         step = int(result.get(names.STEP, 0))
         # The evaluation's metrics (e.g. MGM's collapse check: mgm/divergence_refit), and the loss and what the
         # objectives declare (`reported_metrics`) when a result holds them.
-        reported = {*(result.get(names.EVALUATED) or ()), names.LOSS, *objective_metrics()}
+        reported = {*(result.get(names.EVALUATED) or ()), *self.declared}
         for key, value in result.items():
             if (key in reported or names.parse_eval_metric(key)) and isinstance(value, int | float):
                 metrics.append(Metric(key, float(value), now, step))

@@ -122,7 +122,7 @@ def objective_metrics() -> dict[str, str]:
     """{metric: objective} of what the registered objectives declare they report beside `loss` and the evaluation's
     metrics (an objective class's `reported_metrics`, e.g. mgm's `mgm/divergence`): what a study may optimise, and
     what the sweep logs from a trial's results."""
-    return {m: name for name, entry in OBJECTIVES.items() for m in getattr(entry.objective, "reported_metrics", ())}
+    return {m: name for name, entry in OBJECTIVES.items() for m in entry.objective.reported_metrics}
 
 
 def _metric_problem(name: str, evals: list[EvalConfig], objectives: set[str]) -> str | None:

@@ -164,10 +164,10 @@ def test_a_trained_run_reports_kl_paper() -> None:
 
 
 def test_the_metric_name_passes_every_metric_name_rule() -> None:
-    from mgm_studies.names import parse_eval_metric
+    from mgm_studies.names import eval_metric, parse_eval_metric
     from mgm_studies.studies.space import parse_study_spec
 
-    name = evaluation.metric_name("kl_paper", 16)
+    name = eval_metric("kl_paper", 16)  # what evaluation.py names the metric
     assert name == "kl_paper/nfe-16"
     assert parse_eval_metric(name) == ("kl_paper", 16)
     base = small_config(data={"name": "checkerboard_paper"}, eval={"metrics": ["kl_paper"], "steps": [1, 16]})
